@@ -1,0 +1,37 @@
+# Every target bootstraps .venv/ at the repo root on first use.
+PYTHON ?= python3.11
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+TIMM_TESTS := $(VENV)/timm-tests/test_models.py
+
+.PHONY: demo test test-slow test-gpu lint install
+
+$(STAMP): pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV) || python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	# exactly these: pip takes them from local disk, other versions download gigabytes
+	$(PY) -m pip install -q "torch==2.14.1" "torchvision==0.29.1"
+	$(PY) -m pip install -q -e ".[dev]"
+	@touch $(STAMP)
+
+# timm's own model test-suite, from the sdist of the installed timm (not vendored here)
+$(TIMM_TESTS): $(STAMP)
+	$(PY) tools/get_timm_tests.py $(VENV)/timm-tests
+
+install: $(STAMP) $(TIMM_TESTS)
+
+demo: install
+	$(PY) tools/benchmark_ops.py --quick
+
+test: install
+	$(PY) -m pytest -q
+
+test-slow: install
+	$(PY) -m pytest -q -m slow
+
+test-gpu: install
+	$(PY) -m pytest -q -m gpu
+
+lint: install
+	$(VENV)/bin/ruff check ops zoo tools tests

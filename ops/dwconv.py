@@ -1,0 +1,351 @@
+"""Public depthwise convolution op: validation, backend dispatch, custom-op registration.
+
+`dwconv2d` is `F.conv2d(x, weight, bias, stride, padding, dilation, groups=C)` computed by one
+of several backends. It is registered as the custom op `zoo::dwconv2d` (with a fake
+implementation and autograd through `zoo::dwconv2d_backward`), so torch.compile, torch.export,
+fx tracing and meta-device construction all see a single opaque op.
+
+This is the only module that chooses a backend; each backend file only computes.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from collections.abc import Sequence
+
+import torch
+import torch.nn as nn
+from torch import Tensor
+
+from . import dwconv_fft, dwconv_reference, dwconv_triton
+
+BACKENDS = ("auto", "torch", "fft", "triton")
+# oneDNN's weight-gradient (and NCHW forward) for depthwise kernels this wide or wider is
+# im2col + GEMM on CPU; FFT is 5-25x faster there (specs/dwconv_kernels.md, section 4.3).
+CPU_GEMM_KERNEL_WIDTH = 15
+
+_backend = os.environ.get("ZOO_DWCONV_BACKEND", "auto")
+if _backend not in BACKENDS:
+    raise ValueError(f"ZOO_DWCONV_BACKEND={_backend!r} is not one of {BACKENDS}")
+
+
+def set_backend(name: str) -> None:
+    """Select the backend used by every `dwconv2d` call that does not pass `backend=`."""
+    global _backend
+    if name not in BACKENDS:
+        raise ValueError(f"unknown dwconv backend {name!r}; expected one of {BACKENDS}")
+    _backend = name
+
+
+def get_backend() -> str:
+    return _backend
+
+
+def _pair(value: int | Sequence[int], name: str) -> tuple[int, int]:
+    if isinstance(value, int):
+        return (value, value)
+    pair = tuple(int(v) for v in value)
+    if len(pair) != 2:
+        raise ValueError(f"{name} must be an int or a pair of ints, got {value!r}")
+    return pair  # type: ignore[return-value]
+
+
+def _resolve_geometry(
+    x: Tensor,
+    weight: Tensor,
+    bias: Tensor | None,
+    stride: int | Sequence[int],
+    padding: str | int | Sequence[int],
+    dilation: int | Sequence[int],
+) -> tuple[tuple[int, int], tuple[int, int], tuple[int, int]]:
+    """Validate the arguments and return (stride, padding, dilation) as pairs."""
+    if x.dim() != 4:
+        raise ValueError(f"dwconv2d expects x of shape (N, C, H, W), got {x.dim()}-D {tuple(x.shape)}")
+    if weight.dim() != 4 or weight.shape[1] != 1:
+        raise ValueError(
+            f"dwconv2d expects a depthwise weight of shape (C, 1, kh, kw), got {tuple(weight.shape)}"
+        )
+    channels = x.shape[1]
+    if weight.shape[0] != channels:
+        raise ValueError(
+            f"channel mismatch: x has {channels} channels but weight has {weight.shape[0]} filters"
+        )
+    if bias is not None and tuple(bias.shape) != (channels,):
+        raise ValueError(f"bias must have shape ({channels},), got {tuple(bias.shape)}")
+    for name, t in (("weight", weight), ("bias", bias)):
+        if t is None:
+            continue
+        if t.dtype != x.dtype:
+            raise ValueError(f"dtype mismatch: x is {x.dtype} but {name} is {t.dtype}")
+        if t.device != x.device:
+            raise ValueError(f"device mismatch: x is on {x.device} but {name} is on {t.device}")
+    stride_hw = _pair(stride, "stride")
+    dilation_hw = _pair(dilation, "dilation")
+    if min(stride_hw) < 1:
+        raise ValueError(f"stride must be >= 1, got {stride_hw}")
+    if min(dilation_hw) < 1:
+        raise ValueError(f"dilation must be >= 1, got {dilation_hw}")
+    kernel_hw = (weight.shape[2], weight.shape[3])
+    if isinstance(padding, str):
+        if padding != "same":
+            raise ValueError(f"padding must be 'same', an int or a pair of ints, got {padding!r}")
+        if kernel_hw[0] % 2 == 0 or kernel_hw[1] % 2 == 0:
+            raise ValueError(
+                f"padding='same' needs an odd kernel (symmetric padding), got {kernel_hw}; "
+                "pass explicit padding instead"
+            )
+        if stride_hw != (1, 1):
+            raise ValueError(f"padding='same' needs stride 1, got {stride_hw}")
+        padding_hw = (dilation_hw[0] * (kernel_hw[0] - 1) // 2, dilation_hw[1] * (kernel_hw[1] - 1) // 2)
+    else:
+        padding_hw = _pair(padding, "padding")
+        if min(padding_hw) < 0:
+            raise ValueError(f"padding must be >= 0, got {padding_hw}")
+    for axis, size in enumerate(x.shape[2:]):
+        extent = dilation_hw[axis] * (kernel_hw[axis] - 1) + 1
+        if size + 2 * padding_hw[axis] < extent:
+            raise ValueError(
+                f"input {tuple(x.shape[2:])} padded by {padding_hw} is smaller than the dilated "
+                f"kernel extent along dim {axis + 2} ({extent})"
+            )
+    return stride_hw, padding_hw, dilation_hw
+
+
+def _is_channels_last(x: Tensor) -> bool:
+    # Tensors contiguous in both formats (C == 1 or H == W == 1) count as NCHW.
+    return x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
+
+
+def _memory_format(x: Tensor) -> torch.memory_format:
+    return torch.channels_last if _is_channels_last(x) else torch.contiguous_format
+
+
+def _output_hw(x: Tensor, weight: Tensor, padding: Sequence[int], dilation: Sequence[int]):
+    return tuple(
+        x.shape[2 + a] + 2 * padding[a] - dilation[a] * (weight.shape[2 + a] - 1) for a in (0, 1)
+    )
+
+
+# ----------------------------------------------------------------------------------------------
+# Backend choice (per device, shape and direction)
+
+
+def _concrete_backend(backend: str, x: Tensor) -> str:
+    """Map a requested backend to one that can run on x; unsupported combinations -> torch."""
+    if backend == "triton" and not dwconv_triton.is_available(x):
+        return "torch"
+    if backend != "auto":
+        return backend
+    if x.device.type == "cuda" and dwconv_triton.is_available(x):
+        return "triton"
+    return "auto"  # CPU: chosen per direction below
+
+
+def _cpu_direct(x: Tensor) -> Tensor:
+    # oneDNN's depthwise kernels are jit (brdgmm/jit_dw) in channels_last for every kernel
+    # size; in NCHW the weight-gradient is always im2col+GEMM (10-20x slower at k=13).
+    return x.contiguous(memory_format=torch.channels_last)
+
+
+def _forward_impl(x, weight, bias, padding, dilation, backend):
+    padding, dilation = tuple(padding), tuple(dilation)
+    kind = _concrete_backend(backend, x)
+    if kind == "triton":
+        return dwconv_triton.forward(x, weight, bias, padding, dilation)
+    if kind == "fft":
+        y = dwconv_fft.forward(x, weight, bias, padding, dilation)
+    elif kind == "auto" and x.device.type == "cpu":
+        y = dwconv_reference.forward(_cpu_direct(x), weight, bias, (1, 1), padding, dilation)
+    else:
+        y = dwconv_reference.forward(x, weight, bias, (1, 1), padding, dilation)
+    return y.contiguous(memory_format=_memory_format(x))
+
+
+def _backward_impl(grad_out, x, weight, padding, dilation, backend, output_mask):
+    padding, dilation = tuple(padding), tuple(dilation)
+    need_x, need_w, need_b = output_mask
+    kind = _concrete_backend(backend, x)
+    kernel_hw = (weight.shape[2], weight.shape[3])
+    grad_x = grad_w = grad_b = None
+    if kind == "triton":
+        if need_x:
+            grad_x = dwconv_triton.backward_input(grad_out, weight, x.shape[2:], padding, dilation)
+        if need_w:
+            grad_w = dwconv_triton.backward_weight(grad_out, x, kernel_hw, padding, dilation)
+    elif kind == "fft":
+        if need_x:
+            grad_x = dwconv_fft.backward_input(grad_out, weight, x.shape[2:], padding, dilation)
+        if need_w:
+            grad_w = dwconv_fft.backward_weight(grad_out, x, kernel_hw, padding, dilation)
+    elif kind == "auto" and x.device.type == "cpu":
+        fft_weight_grad = need_w and dilation[1] * (kernel_hw[1] - 1) + 1 >= CPU_GEMM_KERNEL_WIDTH
+        direct_mask = (need_x, need_w and not fft_weight_grad, False)
+        if any(direct_mask):
+            grad_x, grad_w, _ = dwconv_reference.backward(
+                _cpu_direct(grad_out), _cpu_direct(x), weight, (1, 1), padding, dilation, direct_mask
+            )
+        if fft_weight_grad:
+            grad_w = dwconv_fft.backward_weight(grad_out, x, kernel_hw, padding, dilation)
+    else:
+        grad_x, grad_w, _ = dwconv_reference.backward(
+            grad_out, x, weight, (1, 1), padding, dilation, (need_x, need_w, False)
+        )
+    if need_b:
+        accumulate = torch.float64 if grad_out.dtype == torch.float64 else torch.float32
+        grad_b = grad_out.sum((0, 2, 3), dtype=accumulate).to(grad_out.dtype)
+    empty = x.new_empty(0)
+    grad_x = empty if grad_x is None else grad_x.contiguous(memory_format=_memory_format(x))
+    grad_w = empty if grad_w is None else grad_w.to(weight.dtype).contiguous()
+    grad_b = empty if grad_b is None else grad_b
+    return grad_x, grad_w, grad_b
+
+
+# ----------------------------------------------------------------------------------------------
+# Custom op registration
+
+
+@torch.library.custom_op("zoo::dwconv2d", mutates_args=())
+def _dwconv2d_op(
+    x: Tensor,
+    weight: Tensor,
+    bias: Tensor | None,
+    padding: list[int],
+    dilation: list[int],
+    backend: str,
+) -> Tensor:
+    return _forward_impl(x, weight, bias, padding, dilation, backend)
+
+
+@_dwconv2d_op.register_fake
+def _(x, weight, bias, padding, dilation, backend):
+    ho, wo = _output_hw(x, weight, padding, dilation)
+    out = x.new_empty((x.shape[0], x.shape[1], ho, wo))
+    return out.contiguous(memory_format=_memory_format(x))
+
+
+@torch.library.custom_op("zoo::dwconv2d_backward", mutates_args=())
+def _dwconv2d_backward_op(
+    grad_out: Tensor,
+    x: Tensor,
+    weight: Tensor,
+    padding: list[int],
+    dilation: list[int],
+    backend: str,
+    output_mask: list[bool],
+) -> tuple[Tensor, Tensor, Tensor]:
+    return _backward_impl(grad_out, x, weight, padding, dilation, backend, output_mask)
+
+
+@_dwconv2d_backward_op.register_fake
+def _(grad_out, x, weight, padding, dilation, backend, output_mask):
+    empty = x.new_empty(0)
+    grad_x = x.new_empty(x.shape).contiguous(memory_format=_memory_format(x)) if output_mask[0] else empty
+    grad_w = weight.new_empty(weight.shape) if output_mask[1] else empty
+    grad_b = x.new_empty((x.shape[1],)) if output_mask[2] else empty
+    return grad_x, grad_w, grad_b
+
+
+def _setup_context(ctx, inputs, output):
+    x, weight, bias, padding, dilation, backend = inputs
+    ctx.save_for_backward(x, weight)
+    ctx.has_bias = bias is not None
+    ctx.padding, ctx.dilation, ctx.backend = padding, dilation, backend
+
+
+def _backward(ctx, grad_out):
+    x, weight = ctx.saved_tensors
+    mask = [ctx.needs_input_grad[0], ctx.needs_input_grad[1], ctx.has_bias and ctx.needs_input_grad[2]]
+    grad_x, grad_w, grad_b = _dwconv2d_backward_op(
+        grad_out, x, weight, ctx.padding, ctx.dilation, ctx.backend, mask
+    )
+    return (
+        grad_x if mask[0] else None,
+        grad_w if mask[1] else None,
+        grad_b if mask[2] else None,
+        None,
+        None,
+        None,
+    )
+
+
+_dwconv2d_op.register_autograd(_backward, setup_context=_setup_context)
+
+
+# ----------------------------------------------------------------------------------------------
+# Public API
+
+
+def dwconv2d(
+    x: Tensor,
+    weight: Tensor,
+    bias: Tensor | None = None,
+    stride: int | Sequence[int] = 1,
+    padding: str | int | Sequence[int] = "same",
+    dilation: int | Sequence[int] = 1,
+    backend: str | None = None,
+) -> Tensor:
+    """Depthwise 2-D cross-correlation, equal to `F.conv2d(..., groups=C)`.
+
+    x: (N, C, H, W) in NCHW or channels_last; weight: (C, 1, kh, kw); bias: (C,) or None.
+    padding: "same" (odd kernels, stride 1), an int or a symmetric (ph, pw) pair.
+    backend: None (the global choice, see `set_backend`), "auto", "torch", "fft" or "triton".
+    The output keeps x's memory format and dtype.
+    """
+    if backend is None:
+        backend = _backend
+    elif backend not in BACKENDS:
+        raise ValueError(f"unknown dwconv backend {backend!r}; expected one of {BACKENDS}")
+    if x.device.type in ("cpu", "cuda") and torch.is_autocast_enabled(x.device.type):
+        # A custom op is opaque to autocast; cast like F.conv2d would under autocast.
+        dtype = torch.get_autocast_dtype(x.device.type)
+        x, weight = x.to(dtype), weight.to(dtype)
+        bias = None if bias is None else bias.to(dtype)
+    stride_hw, padding_hw, dilation_hw = _resolve_geometry(x, weight, bias, stride, padding, dilation)
+    if stride_hw != (1, 1):
+        # Strided depthwise convs are cheap downsamplers; every backend but torch is stride-1.
+        return dwconv_reference.forward(x, weight, bias, stride_hw, padding_hw, dilation_hw)
+    return _dwconv2d_op(x, weight, bias, list(padding_hw), list(dilation_hw), backend)
+
+
+class DepthwiseConv2d(nn.Conv2d):
+    """`nn.Conv2d(channels, channels, kernel_size, groups=channels)` computed by `dwconv2d`.
+
+    Same parameters and state_dict keys as the nn.Conv2d it replaces, so checkpoints of models
+    written with nn.Conv2d load unchanged.
+    """
+
+    def __init__(
+        self,
+        channels: int,
+        kernel_size: int | tuple[int, int],
+        stride: int | tuple[int, int] = 1,
+        padding: str | int | tuple[int, int] = "same",
+        dilation: int | tuple[int, int] = 1,
+        bias: bool = True,
+        backend: str | None = None,
+        device=None,
+        dtype=None,
+    ) -> None:
+        kernel_hw = _pair(kernel_size, "kernel_size")
+        if isinstance(padding, str) and padding == "same" and (kernel_hw[0] % 2 == 0 or kernel_hw[1] % 2 == 0):
+            raise ValueError(f"padding='same' needs an odd kernel, got {kernel_hw}")
+        if isinstance(padding, str) and padding == "same":
+            dil = _pair(dilation, "dilation")
+            padding = (dil[0] * (kernel_hw[0] - 1) // 2, dil[1] * (kernel_hw[1] - 1) // 2)
+        super().__init__(
+            channels, channels, kernel_hw, stride=stride, padding=padding, dilation=dilation,
+            groups=channels, bias=bias, device=device, dtype=dtype,
+        )
+        if backend is not None and backend not in BACKENDS:
+            raise ValueError(f"unknown dwconv backend {backend!r}; expected one of {BACKENDS}")
+        self.backend = backend
+
+    def forward(self, x: Tensor) -> Tensor:
+        return dwconv2d(
+            x, self.weight, self.bias, self.stride, self.padding, self.dilation, self.backend
+        )
+
+    def extra_repr(self) -> str:
+        backend = "" if self.backend is None else f", backend={self.backend}"
+        return super().extra_repr() + backend

@@ -1,0 +1,5 @@
+"""Large-kernel convnet zoo: importing it registers every model family with timm."""
+
+from .reparam import reparameterize
+
+__all__ = ["reparameterize"]

@@ -1,0 +1,1 @@
+"""Training losses of the zoo's dense-prediction families (reusable outside their models)."""
