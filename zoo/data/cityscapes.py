@@ -1,0 +1,128 @@
+"""Cityscapes-layout semantic segmentation: `leftImg8bit/` + `gtFine/*_labelIds.png`, label ids
+mapped to the 19 train ids, everything else ignored (255)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import lightning.pytorch as pl
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from .layout import DataConfigError, first_few, require_dir, require_images
+from .transforms import SegmentationTransform, load_mask, load_rgb
+
+LAYOUT = """  <root>/leftImg8bit/{train,val}/<city>/<city>_<seq>_<frame>_leftImg8bit.png
+  <root>/gtFine/{train,val}/<city>/<city>_<seq>_<frame>_gtFine_labelIds.png"""
+
+IGNORE_INDEX = 255
+# (label id, train id) of the 19 evaluated classes, from the Cityscapes label definition
+# (cityscapesScripts `labels.py`); every other id, and the license plate (-1), is ignored.
+_EVAL_IDS = (
+    (7, 0), (8, 1), (11, 2), (12, 3), (13, 4), (17, 5), (19, 6), (20, 7), (21, 8), (22, 9),
+    (23, 10), (24, 11), (25, 12), (26, 13), (27, 14), (28, 15), (31, 16), (32, 17), (33, 18),
+)  # fmt: skip
+CLASS_NAMES = [
+    "road", "sidewalk", "building", "wall", "fence", "pole", "traffic light", "traffic sign",
+    "vegetation", "terrain", "sky", "person", "rider", "car", "truck", "bus", "train",
+    "motorcycle", "bicycle",
+]  # fmt: skip
+
+
+def label_ids_to_train_ids(label_ids: torch.Tensor) -> torch.Tensor:
+    """Map a Cityscapes labelIds map (values 0..33) to train ids (0..18, 255 = ignore)."""
+    lut = torch.full((256,), IGNORE_INDEX, dtype=torch.long)
+    for label_id, train_id in _EVAL_IDS:
+        lut[label_id] = train_id
+    return lut[label_ids.clamp(0, 255)]
+
+
+def find_pairs(root: Path, split: str) -> list[tuple[Path, Path]]:
+    """(image, labelIds) pairs of one split; raise naming what is missing."""
+    img_dir = require_dir(root / "leftImg8bit" / split, f"Cityscapes '{split}' images", LAYOUT)
+    gt_dir = require_dir(root / "gtFine" / split, f"Cityscapes '{split}' labels", LAYOUT)
+    images = require_images(img_dir, "Cityscapes image folder", LAYOUT, recursive=True)
+    pairs, missing = [], []
+    for img in images:
+        stem = img.name.replace("_leftImg8bit", "").rsplit(".", 1)[0]
+        gt = gt_dir / img.parent.name / f"{stem}_gtFine_labelIds.png"
+        (pairs.append((img, gt)) if gt.is_file() else missing.append(str(gt)))
+    if missing:
+        raise DataConfigError(
+            f"{len(missing)} of {len(images)} '{split}' images have no labelIds file; "
+            f"missing: {first_few(missing, 3)}.\nExpected layout:\n{LAYOUT}"
+        )
+    return pairs
+
+
+class CityscapesPairs(Dataset):
+    def __init__(self, pairs: list[tuple[Path, Path]], transform: SegmentationTransform) -> None:
+        self.pairs, self.transform = pairs, transform
+
+    def __len__(self) -> int:
+        return len(self.pairs)
+
+    def __getitem__(self, i: int):
+        img_path, gt_path = self.pairs[i]
+        return self.transform(load_rgb(img_path), label_ids_to_train_ids(load_mask(gt_path)))
+
+
+class CityscapesDataModule(pl.LightningDataModule):
+    """Cityscapes fine annotations. Training: random scale in `scale_range` (relative to the
+    2048-wide original, as BEVANet/PIDNet do), random `crop_size` crop, flip. Validation at
+    `val_size` (default: the full 1024x2048)."""
+
+    num_classes = 19
+    class_names = CLASS_NAMES
+    ignore_index = IGNORE_INDEX
+
+    def __init__(
+        self,
+        root: str,
+        crop_size: tuple[int, int] = (1024, 1024),
+        val_size: tuple[int, int] | None = None,
+        scale_range: tuple[float, float] = (0.5, 2.0),
+        batch_size: int = 12,
+        num_workers: int = 4,
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters()
+        self.root = require_dir(root, "Cityscapes root", LAYOUT)
+        self.train_pairs = find_pairs(self.root, "train")
+        self.val_pairs = find_pairs(self.root, "val")
+
+    def setup(self, stage: str | None = None) -> None:
+        hp = self.hparams
+        train_tf = SegmentationTransform(
+            # scales are relative to the short side fitting the crop: for 1024x2048 images and
+            # a 1024x1024 crop, scale 1.0 is the original resolution, as in BEVANet/PIDNet
+            tuple(hp.crop_size),
+            train=True,
+            scale_range=tuple(hp.scale_range),
+            ignore_index=IGNORE_INDEX,
+        )
+        val_tf = SegmentationTransform(
+            tuple(hp.val_size) if hp.val_size else None, train=False, ignore_index=IGNORE_INDEX
+        )
+        self.train_set = CityscapesPairs(self.train_pairs, train_tf)
+        self.val_set = CityscapesPairs(self.val_pairs, val_tf)
+
+    def _loader(self, dataset: Dataset, train: bool) -> DataLoader:
+        return DataLoader(
+            dataset,
+            batch_size=self.hparams.batch_size if train else 1,
+            shuffle=train,
+            drop_last=train,
+            num_workers=self.hparams.num_workers,
+            persistent_workers=self.hparams.num_workers > 0,
+            pin_memory=torch.cuda.is_available(),
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader(self.train_set, True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader(self.val_set, False)
+
+    test_dataloader = val_dataloader
+    predict_dataloader = val_dataloader

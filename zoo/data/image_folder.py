@@ -1,0 +1,105 @@
+"""ImageNet-layout classification folders with timm's train/eval transforms."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import lightning.pytorch as pl
+import torch
+from timm.data import create_transform
+from torch.utils.data import DataLoader
+from torchvision.datasets import ImageFolder
+
+from .layout import IMAGE_EXTENSIONS, DataConfigError, first_few, require_dir
+
+LAYOUT = """  <root>/train/<class_name>/<image>.jpg   (one folder per class, e.g. n01440764/)
+  <root>/val/<class_name>/<image>.jpg     (the same class folders)"""
+
+
+def _check_split(root: Path, split: str) -> list[str]:
+    folder = require_dir(root / split, f"'{split}' split folder", LAYOUT)
+    classes = sorted(p.name for p in folder.iterdir() if p.is_dir())
+    if not classes:
+        raise DataConfigError(
+            f"'{folder}' has no class sub-folders (found only files).\nExpected layout:\n{LAYOUT}"
+        )
+    empty = [
+        c
+        for c in classes
+        if not any(f.suffix.lower() in IMAGE_EXTENSIONS for f in (folder / c).rglob("*"))
+    ]
+    if empty:
+        raise DataConfigError(
+            f"class folders without images in '{folder}': {first_few(empty)}.\n"
+            f"Expected layout:\n{LAYOUT}"
+        )
+    return classes
+
+
+class ImageFolderDataModule(pl.LightningDataModule):
+    """`root/train/<class>/*` and `root/val/<class>/*` (ImageNet layout).
+
+    Transforms are timm's `create_transform` (RandomResizedCrop + flip + optional RandAugment
+    string such as `rand-m9-mstd0.5-inc1`, random erasing; eval: resize by `crop_pct` + center
+    crop). `num_classes`, when given, must equal the number of class folders found.
+    """
+
+    def __init__(
+        self,
+        root: str,
+        image_size: int = 224,
+        batch_size: int = 64,
+        num_workers: int = 4,
+        num_classes: int | None = None,
+        auto_augment: str | None = None,
+        re_prob: float = 0.0,
+        crop_pct: float = 0.875,
+        interpolation: str = "bicubic",
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters()
+        self.root = require_dir(root, "ImageFolder root", LAYOUT)
+        train_classes = _check_split(self.root, "train")
+        val_classes = _check_split(self.root, "val")
+        if train_classes != val_classes:
+            diff = sorted(set(train_classes) ^ set(val_classes))
+            raise DataConfigError(
+                f"train and val class folders differ under '{self.root}': {first_few(diff)}"
+            )
+        if num_classes is not None and num_classes != len(train_classes):
+            raise DataConfigError(
+                f"data.num_classes={num_classes} but '{self.root / 'train'}' has "
+                f"{len(train_classes)} class folders ({first_few(train_classes)})"
+            )
+        self.class_names = train_classes
+        self.num_classes = len(train_classes)
+
+    def setup(self, stage: str | None = None) -> None:
+        hp = self.hparams
+        common = dict(input_size=hp.image_size, interpolation=hp.interpolation)
+        train_tf = create_transform(
+            is_training=True, auto_augment=hp.auto_augment, re_prob=hp.re_prob, **common
+        )
+        eval_tf = create_transform(is_training=False, crop_pct=hp.crop_pct, **common)
+        self.train_set = ImageFolder(str(self.root / "train"), transform=train_tf)
+        self.val_set = ImageFolder(str(self.root / "val"), transform=eval_tf)
+
+    def _loader(self, dataset, train: bool) -> DataLoader:
+        return DataLoader(
+            dataset,
+            batch_size=self.hparams.batch_size,
+            shuffle=train,
+            drop_last=train,
+            num_workers=self.hparams.num_workers,
+            persistent_workers=self.hparams.num_workers > 0,
+            pin_memory=torch.cuda.is_available(),
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader(self.train_set, True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader(self.val_set, False)
+
+    test_dataloader = val_dataloader
+    predict_dataloader = val_dataloader
