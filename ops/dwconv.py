@@ -132,20 +132,67 @@ def _output_hw(x: Tensor, weight: Tensor, padding: Sequence[int], dilation: Sequ
 
 
 def _concrete_backend(backend: str, x: Tensor) -> str:
-    """Map a requested backend to one that can run on x; unsupported combinations -> torch."""
-    if backend == "triton" and not dwconv_triton.is_available(x):
-        return "torch"
+    """Map a requested backend to one that can run on x; unsupported combinations -> torch.
+
+    "auto" stays "auto" on CPU, where the choice is made per direction (see _cpu_*).
+    """
+    if backend == "triton":
+        return "triton" if dwconv_triton.is_available(x) else "torch"
     if backend != "auto":
         return backend
-    if x.device.type == "cuda" and dwconv_triton.is_available(x):
-        return "triton"
-    return "auto"  # CPU: chosen per direction below
+    if x.device.type == "cuda":
+        return "triton" if dwconv_triton.is_available(x) else "torch"
+    return "auto" if x.device.type == "cpu" else "torch"
 
 
-def _cpu_direct(x: Tensor) -> Tensor:
-    # oneDNN's depthwise kernels are jit (brdgmm/jit_dw) in channels_last for every kernel
-    # size; in NCHW the weight-gradient is always im2col+GEMM (10-20x slower at k=13).
-    return x.contiguous(memory_format=torch.channels_last)
+def _kernel_width(weight: Tensor, dilation: Sequence[int]) -> int:
+    return dilation[1] * (weight.shape[3] - 1) + 1
+
+
+def _cpu_weight_grad_by_fft(weight: Tensor, dilation: Sequence[int]) -> bool:
+    return _kernel_width(weight, dilation) >= CPU_GEMM_KERNEL_WIDTH
+
+
+def _cpu_native_autograd(x: Tensor, weight: Tensor, dilation: Sequence[int]) -> bool:
+    """Whether plain F.conv2d (with its own autograd) is already the best CPU choice.
+
+    channels_last: oneDNN's jit kernels serve all three directions while the kernel is narrow.
+    NCHW: only 3x3 and smaller get a jit weight-gradient; anything larger is im2col + GEMM.
+    """
+    if _cpu_weight_grad_by_fft(weight, dilation):
+        return False
+    if _is_channels_last(x):
+        return True
+    return weight.shape[2] * weight.shape[3] <= 9
+
+
+def _cpu_forward(x, weight, bias, padding, dilation) -> Tensor:
+    # Forward: oneDNN jit kernels in either layout, except NCHW with a wide kernel (GEMM).
+    if _is_channels_last(x) or _kernel_width(weight, dilation) < CPU_GEMM_KERNEL_WIDTH:
+        return dwconv_reference.forward(x, weight, bias, (1, 1), padding, dilation)
+    y = dwconv_reference.forward(
+        x.contiguous(memory_format=torch.channels_last), weight, bias, (1, 1), padding, dilation
+    )
+    return y.contiguous()
+
+
+def _cpu_backward(grad_out, x, weight, padding, dilation, need_x, need_w):
+    grad_x = grad_w = None
+    if need_x:  # input-gradient: jit_dw in both layouts, for every kernel size
+        grad_x, _, _ = dwconv_reference.backward(
+            grad_out, x, weight, (1, 1), padding, dilation, (True, False, False)
+        )
+    if need_w:
+        if _cpu_weight_grad_by_fft(weight, dilation):
+            kernel_hw = (weight.shape[2], weight.shape[3])
+            grad_w = dwconv_fft.backward_weight(grad_out, x, kernel_hw, padding, dilation)
+        else:  # the jit weight-gradient exists only in channels_last
+            cl = torch.channels_last
+            _, grad_w, _ = dwconv_reference.backward(
+                grad_out.contiguous(memory_format=cl), x.contiguous(memory_format=cl), weight,
+                (1, 1), padding, dilation, (False, True, False),
+            )
+    return grad_x, grad_w
 
 
 def _forward_impl(x, weight, bias, padding, dilation, backend):
@@ -155,8 +202,8 @@ def _forward_impl(x, weight, bias, padding, dilation, backend):
         return dwconv_triton.forward(x, weight, bias, padding, dilation)
     if kind == "fft":
         y = dwconv_fft.forward(x, weight, bias, padding, dilation)
-    elif kind == "auto" and x.device.type == "cpu":
-        y = dwconv_reference.forward(_cpu_direct(x), weight, bias, (1, 1), padding, dilation)
+    elif kind == "auto":
+        y = _cpu_forward(x, weight, bias, padding, dilation)
     else:
         y = dwconv_reference.forward(x, weight, bias, (1, 1), padding, dilation)
     return y.contiguous(memory_format=_memory_format(x))
@@ -178,15 +225,8 @@ def _backward_impl(grad_out, x, weight, padding, dilation, backend, output_mask)
             grad_x = dwconv_fft.backward_input(grad_out, weight, x.shape[2:], padding, dilation)
         if need_w:
             grad_w = dwconv_fft.backward_weight(grad_out, x, kernel_hw, padding, dilation)
-    elif kind == "auto" and x.device.type == "cpu":
-        fft_weight_grad = need_w and dilation[1] * (kernel_hw[1] - 1) + 1 >= CPU_GEMM_KERNEL_WIDTH
-        direct_mask = (need_x, need_w and not fft_weight_grad, False)
-        if any(direct_mask):
-            grad_x, grad_w, _ = dwconv_reference.backward(
-                _cpu_direct(grad_out), _cpu_direct(x), weight, (1, 1), padding, dilation, direct_mask
-            )
-        if fft_weight_grad:
-            grad_w = dwconv_fft.backward_weight(grad_out, x, kernel_hw, padding, dilation)
+    elif kind == "auto":
+        grad_x, grad_w = _cpu_backward(grad_out, x, weight, padding, dilation, need_x, need_w)
     else:
         grad_x, grad_w, _ = dwconv_reference.backward(
             grad_out, x, weight, (1, 1), padding, dilation, (need_x, need_w, False)
@@ -194,11 +234,29 @@ def _backward_impl(grad_out, x, weight, padding, dilation, backend, output_mask)
     if need_b:
         accumulate = torch.float64 if grad_out.dtype == torch.float64 else torch.float32
         grad_b = grad_out.sum((0, 2, 3), dtype=accumulate).to(grad_out.dtype)
-    empty = x.new_empty(0)
-    grad_x = empty if grad_x is None else grad_x.contiguous(memory_format=_memory_format(x))
-    grad_w = empty if grad_w is None else grad_w.to(weight.dtype).contiguous()
-    grad_b = empty if grad_b is None else grad_b
+    if grad_x is not None:
+        grad_x = grad_x.contiguous(memory_format=_memory_format(x))
+    if grad_w is not None:
+        grad_w = grad_w.to(weight.dtype).contiguous()
     return grad_x, grad_w, grad_b
+
+
+class _DwConv2dFunction(torch.autograd.Function):
+    """Eager autograd: the same impls as the custom op, without its per-call dispatch cost."""
+
+    @staticmethod
+    def forward(ctx, x, weight, bias, padding, dilation, backend):
+        ctx.save_for_backward(x, weight)
+        ctx.has_bias = bias is not None
+        ctx.geometry = (padding, dilation, backend)
+        return _forward_impl(x, weight, bias, padding, dilation, backend)
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        x, weight = ctx.saved_tensors
+        mask = (ctx.needs_input_grad[0], ctx.needs_input_grad[1], ctx.has_bias and ctx.needs_input_grad[2])
+        grads = _backward_impl(grad_out, x, weight, *ctx.geometry, mask)
+        return (*grads, None, None, None)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -234,7 +292,9 @@ def _dwconv2d_backward_op(
     backend: str,
     output_mask: list[bool],
 ) -> tuple[Tensor, Tensor, Tensor]:
-    return _backward_impl(grad_out, x, weight, padding, dilation, backend, output_mask)
+    grads = _backward_impl(grad_out, x, weight, padding, dilation, backend, output_mask)
+    # custom ops cannot return None: grads that were not asked for come back empty
+    return tuple(x.new_empty(0) if g is None else g for g in grads)
 
 
 @_dwconv2d_backward_op.register_fake
@@ -276,6 +336,18 @@ _dwconv2d_op.register_autograd(_backward, setup_context=_setup_context)
 # Public API
 
 
+def _traced(x: Tensor) -> bool:
+    """True under torch.compile / export / fake or meta tensors: there only the custom op works.
+
+    Eager calls skip the custom op's dispatch (a measurable cost next to a small 3x3 conv).
+    """
+    return type(x) is not Tensor or x.device.type == "meta" or torch.compiler.is_compiling()
+
+
+def _requires_grad(*tensors: Tensor | None) -> bool:
+    return torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)
+
+
 def dwconv2d(
     x: Tensor,
     weight: Tensor,
@@ -305,14 +377,26 @@ def dwconv2d(
     if stride_hw != (1, 1):
         # Strided depthwise convs are cheap downsamplers; every backend but torch is stride-1.
         return dwconv_reference.forward(x, weight, bias, stride_hw, padding_hw, dilation_hw)
-    return _dwconv2d_op(x, weight, bias, list(padding_hw), list(dilation_hw), backend)
+    if _traced(x):
+        return _dwconv2d_op(x, weight, bias, list(padding_hw), list(dilation_hw), backend)
+    kind = _concrete_backend(backend, x)
+    if kind == "torch" or (kind == "auto" and _cpu_native_autograd(x, weight, dilation_hw)):
+        return dwconv_reference.forward(x, weight, bias, (1, 1), padding_hw, dilation_hw)
+    if not _requires_grad(x, weight, bias):
+        return _forward_impl(x, weight, bias, padding_hw, dilation_hw, backend)
+    return _DwConv2dFunction.apply(x, weight, bias, padding_hw, dilation_hw, backend)
+
+
+# fx symbolic tracing (timm's feature extraction, torchvision's create_feature_extractor) keeps
+# dwconv2d as one call instead of tracing into its Python-level argument checks.
+torch.fx.wrap("dwconv2d")
 
 
 class DepthwiseConv2d(nn.Conv2d):
     """`nn.Conv2d(channels, channels, kernel_size, groups=channels)` computed by `dwconv2d`.
 
     Same parameters and state_dict keys as the nn.Conv2d it replaces, so checkpoints of models
-    written with nn.Conv2d load unchanged.
+    written with nn.Conv2d load unchanged. `padding="same"` is resolved to integers here.
     """
 
     def __init__(
@@ -328,20 +412,34 @@ class DepthwiseConv2d(nn.Conv2d):
         dtype=None,
     ) -> None:
         kernel_hw = _pair(kernel_size, "kernel_size")
-        if isinstance(padding, str) and padding == "same" and (kernel_hw[0] % 2 == 0 or kernel_hw[1] % 2 == 0):
-            raise ValueError(f"padding='same' needs an odd kernel, got {kernel_hw}")
-        if isinstance(padding, str) and padding == "same":
-            dil = _pair(dilation, "dilation")
-            padding = (dil[0] * (kernel_hw[0] - 1) // 2, dil[1] * (kernel_hw[1] - 1) // 2)
-        super().__init__(
-            channels, channels, kernel_hw, stride=stride, padding=padding, dilation=dilation,
-            groups=channels, bias=bias, device=device, dtype=dtype,
-        )
+        dilation_hw = _pair(dilation, "dilation")
+        if isinstance(padding, str):
+            if padding != "same":
+                raise ValueError(f"padding must be 'same', an int or a pair, got {padding!r}")
+            if kernel_hw[0] % 2 == 0 or kernel_hw[1] % 2 == 0:
+                raise ValueError(f"padding='same' needs an odd kernel, got {kernel_hw}")
+            padding = tuple(d * (k - 1) // 2 for d, k in zip(dilation_hw, kernel_hw, strict=True))
         if backend is not None and backend not in BACKENDS:
             raise ValueError(f"unknown dwconv backend {backend!r}; expected one of {BACKENDS}")
+        super().__init__(
+            channels, channels, kernel_hw, stride=stride, padding=padding, dilation=dilation_hw,
+            groups=channels, bias=bias, device=device, dtype=dtype,
+        )
         self.backend = backend
+        # TorchScript calls the registered op directly and needs plain typed attributes.
+        self._padding_list: list[int] = [int(p) for p in self.padding]
+        self._dilation_list: list[int] = [int(d) for d in self.dilation]
+        self._strided: bool = tuple(self.stride) != (1, 1)
+        self._script_backend: str = "auto" if backend is None else backend
 
     def forward(self, x: Tensor) -> Tensor:
+        if torch.jit.is_scripting():
+            if self._strided:
+                return self._conv_forward(x, self.weight, self.bias)
+            return torch.ops.zoo.dwconv2d(
+                x, self.weight, self.bias, self._padding_list, self._dilation_list,
+                self._script_backend,
+            )
         return dwconv2d(
             x, self.weight, self.bias, self.stride, self.padding, self.dilation, self.backend
         )

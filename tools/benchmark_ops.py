@@ -1,0 +1,214 @@
+"""Benchmark `ops.dwconv2d` backends side by side with `F.conv2d` in both memory layouts.
+
+For each kernel (k x k for k in 3, 7, 13, 31, plus the bands 1x31 and 31x1) and each direction
+(forward; forward + backward producing dx, dW, db), every variant is timed in the same run with
+interleaved repetitions (so machine load hits all variants alike) and the median is reported.
+Ratios are printed against F.conv2d in NCHW and against the best F.conv2d layout.
+
+On a CUDA machine the GPU table adds the Triton backend, TFLOP/s (2 FLOPs per multiply-add,
+all kh*kw taps counted) and the percentage of the device's FP32 CUDA-core peak.
+
+    python tools/benchmark_ops.py                 # CPU (and GPU when present), default shapes
+    python tools/benchmark_ops.py --quick         # fewer repetitions (used by `make demo`)
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import ops  # noqa: E402
+
+KERNELS = [(3, 3), (7, 7), (13, 13), (31, 31), (1, 31), (31, 1)]
+# FP32 non-tensor-core peaks (TFLOP/s) of the GPUs we may be lent (NVIDIA Hopper whitepaper).
+FP32_PEAK_TFLOPS = {"H100": 66.9, "H200": 66.9}
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def make_case(variant: str, shape, kernel, dtype, device, backward: bool) -> Callable[[], None]:
+    """Return a closure running one forward (and backward) of a variant on fresh-grad tensors."""
+    n, c, h, w = shape
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(n, c, h, w, generator=gen).to(device=device, dtype=dtype)
+    weight = (torch.randn(c, 1, *kernel, generator=gen) / (kernel[0] * kernel[1]) ** 0.5).to(
+        device=device, dtype=dtype
+    )
+    bias = torch.randn(c, generator=gen).to(device=device, dtype=dtype)
+    layout, _, backend = variant.partition(":")
+    if layout == "cl":
+        x = x.contiguous(memory_format=torch.channels_last)
+    padding = (kernel[0] // 2, kernel[1] // 2)
+    if backend == "F.conv2d":
+        run = lambda a, b, c_: F.conv2d(a, b, c_, 1, padding, 1, c)
+    else:
+        run = lambda a, b, c_: ops.dwconv2d(a, b, c_, padding=padding, backend=backend)
+    if not backward:
+        def forward_only() -> None:
+            with torch.no_grad():
+                run(x, weight, bias)
+        return forward_only
+    x.requires_grad_(True)
+    weight.requires_grad_(True)
+    bias.requires_grad_(True)
+    grad = torch.randn_like(run(x, weight, bias).detach())
+
+    def forward_backward() -> None:
+        x.grad = weight.grad = bias.grad = None
+        run(x, weight, bias).backward(grad)
+    return forward_backward
+
+
+def time_interleaved(cases: dict[str, Callable[[], None]], reps: int, device) -> dict[str, float]:
+    """Median wall time in ms of each case; repetitions are interleaved across cases."""
+    times: dict[str, list[float]] = {name: [] for name in cases}
+    for fn in cases.values():  # warm-up (and Triton compilation)
+        fn()
+    _sync(device)
+    for _ in range(reps):
+        for name, fn in cases.items():
+            _sync(device)
+            t0 = time.perf_counter()
+            fn()
+            _sync(device)
+            times[name].append((time.perf_counter() - t0) * 1e3)
+    return {name: statistics.median(ts) for name, ts in times.items()}
+
+
+def useful_flops(shape, kernel, backward: bool) -> float:
+    n, c, h, w = shape
+    macs = n * c * h * w * kernel[0] * kernel[1]
+    return 2 * macs * (3 if backward else 1)
+
+
+def benchmark_device(device, shape, dtype, reps, variants, kernels) -> list[dict]:
+    rows = []
+    for kernel in kernels:
+        for backward in (False, True):
+            cases = {v: make_case(v, shape, kernel, dtype, device, backward) for v in variants}
+            medians = time_interleaved(cases, reps, device)
+            rows.append(dict(kernel=f"{kernel[0]}x{kernel[1]}", direction="fwd+bwd" if backward else "fwd",
+                             ms=medians, flops=useful_flops(shape, kernel, backward)))
+            print(_format_row(rows[-1], variants), flush=True)
+    return rows
+
+
+def _format_row(row, variants) -> str:
+    ms = row["ms"]
+    best_torch = min(ms["nchw:F.conv2d"], ms["cl:F.conv2d"])
+    cells = [row["kernel"], row["direction"]] + [f"{ms[v]:.2f}" for v in variants]
+    auto = min(ms[v] for v in variants if v.endswith(":auto"))
+    cells += [f"{ms['nchw:F.conv2d'] / auto:.2f}x", f"{best_torch / auto:.2f}x"]
+    return "| " + " | ".join(cells) + " |"
+
+
+def machine_description(device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    cpu = platform.processor() or "cpu"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return f"{cpu}, {torch.get_num_threads()} threads, ISA {torch.backends.cpu.get_cpu_capability()}"
+
+
+def table(device, shape, dtype, rows, variants) -> str:
+    head = ["kernel", "dir"] + [f"{v} ms" for v in variants] + ["auto vs NCHW F.conv2d", "auto vs best F.conv2d"]
+    lines = [
+        f"### {device.type.upper()}: {machine_description(device)}",
+        "",
+        f"shape (N, C, H, W) = {tuple(shape)}, {str(dtype).replace('torch.', '')}, stride 1, "
+        "'same' padding, bias; median of interleaved repetitions; speed-up = F.conv2d time / auto time "
+        "(auto = the faster of the auto rows, i.e. NCHW or channels_last input).",
+        "",
+        "| " + " | ".join(head) + " |",
+        "|" + "---|" * len(head),
+    ]
+    lines += [_format_row(r, variants) for r in rows]
+    if device.type == "cuda":
+        name = torch.cuda.get_device_name(device)
+        peak = next((v for k, v in FP32_PEAK_TFLOPS.items() if k in name), None)
+        lines += ["", "| kernel | dir | triton TFLOP/s (useful) | % of FP32 CUDA-core peak |", "|---|---|---|---|"]
+        for r in rows:
+            ms = min(r["ms"][v] for v in variants if v.endswith(":triton"))
+            tflops = r["flops"] / ms / 1e9
+            pct = f"{100 * tflops / peak:.1f}%" if peak else "n/a"
+            lines.append(f"| {r['kernel']} | {r['direction']} | {tflops:.1f} | {pct} |")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--cpu-shape", type=int, nargs=4, default=[2, 64, 56, 56])
+    parser.add_argument("--gpu-shape", type=int, nargs=4, default=[64, 384, 32, 32])
+    parser.add_argument("--gpu-dtype", default="bfloat16", choices=["float32", "float16", "bfloat16"])
+    parser.add_argument("--reps", type=int, default=7)
+    parser.add_argument("--quick", action="store_true", help="3 repetitions, CPU only")
+    parser.add_argument("--threads", type=int, default=min(2, os.cpu_count() or 1))
+    parser.add_argument("--out", default="benchmarks")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    reps = 3 if args.quick else args.reps
+
+    sections, record = [], {}
+    cpu = torch.device("cpu")
+    cpu_variants = ["nchw:F.conv2d", "cl:F.conv2d", "nchw:fft", "nchw:auto", "cl:auto"]
+    print(f"CPU {tuple(args.cpu_shape)} float32, variants: {cpu_variants}")
+    cpu_rows = benchmark_device(cpu, args.cpu_shape, torch.float32, reps, cpu_variants, KERNELS)
+    sections.append(table(cpu, args.cpu_shape, torch.float32, cpu_rows, cpu_variants))
+    record["cpu"] = dict(shape=args.cpu_shape, rows=cpu_rows)
+
+    if torch.cuda.is_available() and not args.quick:
+        gpu = torch.device("cuda")
+        dtype = getattr(torch, args.gpu_dtype)
+        gpu_variants = ["nchw:F.conv2d", "cl:F.conv2d", "nchw:triton", "cl:triton", "nchw:auto", "cl:auto"]
+        gpu_rows = benchmark_device(gpu, args.gpu_shape, dtype, reps, gpu_variants, KERNELS)
+        sections.append(table(gpu, args.gpu_shape, dtype, gpu_rows, gpu_variants))
+        record["gpu"] = dict(shape=args.gpu_shape, dtype=args.gpu_dtype, rows=gpu_rows)
+
+    try:
+        load = "load average " + ", ".join(f"{v:.1f}" for v in os.getloadavg())
+    except OSError:
+        load = ""
+    header = [
+        "# ops.dwconv2d benchmark",
+        "",
+        f"- date: {datetime.datetime.now(datetime.UTC):%Y-%m-%d %H:%M} UTC; {load}",
+        f"- torch {torch.__version__}, python {platform.python_version()}, "
+        f"oneDNN {torch.backends.mkldnn.version() if hasattr(torch.backends.mkldnn, 'version') else '?'}",
+        f"- command: `python tools/benchmark_ops.py {' '.join(sys.argv[1:])}`",
+        "",
+    ]
+    text = "\n".join(header) + "\n\n".join(sections) + "\n"
+    print("\n" + text)
+    device_name = "cuda_" + torch.cuda.get_device_name().split()[-1] if "gpu" in record else "cpu"
+    out = Path(args.out)
+    out.mkdir(exist_ok=True)
+    suffix = "_quick" if args.quick else ""
+    (out / f"ops_{device_name}{suffix}.md").write_text(text)
+    (out / f"ops_{device_name}{suffix}.json").write_text(json.dumps(record, indent=1))
+    print(f"wrote {out / f'ops_{device_name}{suffix}.md'}")
+
+
+if __name__ == "__main__":
+    main()
