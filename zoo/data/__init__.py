@@ -3,13 +3,13 @@
 from .cityscapes import CityscapesDataModule
 from .digits import DigitsDataModule
 from .image_folder import ImageFolderDataModule
-from .layout import DataConfigError
+from .layout import ConfigError
 from .mask_folder import MaskFolderDataModule
 from .shapes import ShapesDataModule
 
 __all__ = [
     "CityscapesDataModule",
-    "DataConfigError",
+    "ConfigError",
     "DigitsDataModule",
     "ImageFolderDataModule",
     "MaskFolderDataModule",

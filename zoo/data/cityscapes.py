@@ -9,7 +9,7 @@ import lightning.pytorch as pl
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from .layout import DataConfigError, first_few, require_dir, require_images
+from .layout import ConfigError, first_few, require_dir, require_images
 from .transforms import SegmentationTransform, load_mask, load_rgb
 
 LAYOUT = """  <root>/leftImg8bit/{train,val}/<city>/<city>_<seq>_<frame>_leftImg8bit.png
@@ -48,7 +48,7 @@ def find_pairs(root: Path, split: str) -> list[tuple[Path, Path]]:
         gt = gt_dir / img.parent.name / f"{stem}_gtFine_labelIds.png"
         (pairs.append((img, gt)) if gt.is_file() else missing.append(str(gt)))
     if missing:
-        raise DataConfigError(
+        raise ConfigError(
             f"{len(missing)} of {len(images)} '{split}' images have no labelIds file; "
             f"missing: {first_few(missing, 3)}.\nExpected layout:\n{LAYOUT}"
         )

@@ -10,7 +10,7 @@ from timm.data import create_transform
 from torch.utils.data import DataLoader
 from torchvision.datasets import ImageFolder
 
-from .layout import IMAGE_EXTENSIONS, DataConfigError, first_few, require_dir
+from .layout import IMAGE_EXTENSIONS, ConfigError, first_few, require_dir
 
 LAYOUT = """  <root>/train/<class_name>/<image>.jpg   (one folder per class, e.g. n01440764/)
   <root>/val/<class_name>/<image>.jpg     (the same class folders)"""
@@ -20,7 +20,7 @@ def _check_split(root: Path, split: str) -> list[str]:
     folder = require_dir(root / split, f"'{split}' split folder", LAYOUT)
     classes = sorted(p.name for p in folder.iterdir() if p.is_dir())
     if not classes:
-        raise DataConfigError(
+        raise ConfigError(
             f"'{folder}' has no class sub-folders (found only files).\nExpected layout:\n{LAYOUT}"
         )
     empty = [
@@ -29,7 +29,7 @@ def _check_split(root: Path, split: str) -> list[str]:
         if not any(f.suffix.lower() in IMAGE_EXTENSIONS for f in (folder / c).rglob("*"))
     ]
     if empty:
-        raise DataConfigError(
+        raise ConfigError(
             f"class folders without images in '{folder}': {first_few(empty)}.\n"
             f"Expected layout:\n{LAYOUT}"
         )
@@ -63,11 +63,11 @@ class ImageFolderDataModule(pl.LightningDataModule):
         val_classes = _check_split(self.root, "val")
         if train_classes != val_classes:
             diff = sorted(set(train_classes) ^ set(val_classes))
-            raise DataConfigError(
+            raise ConfigError(
                 f"train and val class folders differ under '{self.root}': {first_few(diff)}"
             )
         if num_classes is not None and num_classes != len(train_classes):
-            raise DataConfigError(
+            raise ConfigError(
                 f"data.num_classes={num_classes} but '{self.root / 'train'}' has "
                 f"{len(train_classes)} class folders ({first_few(train_classes)})"
             )

@@ -8,7 +8,7 @@ from pathlib import Path
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 
 
-class DataConfigError(ValueError):
+class ConfigError(ValueError):
     """Wrong user input (data folder, labels, model name, ...): `train.py` prints it without a
     traceback, since the message alone says what to fix."""
 
@@ -17,11 +17,11 @@ def require_dir(path: str | Path, what: str, layout: str) -> Path:
     """Return `path` as a Path, or raise naming the missing folder and the expected layout."""
     path = Path(path).expanduser()
     if not path.exists():
-        raise DataConfigError(
+        raise ConfigError(
             f"{what} not found: '{path}' does not exist.\nExpected layout:\n{layout}"
         )
     if not path.is_dir():
-        raise DataConfigError(
+        raise ConfigError(
             f"{what} '{path}' is a file, expected a folder.\nExpected layout:\n{layout}"
         )
     return path
@@ -38,7 +38,7 @@ def require_images(folder: Path, what: str, layout: str, recursive: bool = False
     files = list_images(folder, recursive)
     if not files:
         exts = ", ".join(IMAGE_EXTENSIONS)
-        raise DataConfigError(
+        raise ConfigError(
             f"{what} '{folder}' contains no images ({exts}).\nExpected layout:\n{layout}"
         )
     return files

@@ -10,7 +10,7 @@ import lightning.pytorch as pl
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from .layout import DataConfigError, first_few, require_dir, require_images
+from .layout import ConfigError, first_few, require_dir, require_images
 from .transforms import SegmentationTransform, load_mask, load_rgb
 
 LAYOUT = """  <root>/images/<name>.png|jpg    input images
@@ -50,7 +50,7 @@ def pair_images_with_masks(root: Path) -> list[tuple[Path, Path]]:
             msg.append(f"images without a mask: {first_few(unmatched)}")
         if extra:
             msg.append(f"masks without an image: {first_few(extra)}")
-        raise DataConfigError(";\n".join(msg) + f".\nExpected layout:\n{LAYOUT}")
+        raise ConfigError(";\n".join(msg) + f".\nExpected layout:\n{LAYOUT}")
     return pairs
 
 
@@ -67,7 +67,7 @@ class MaskPairs(Dataset):
         img_path, mask_path = self.pairs[i]
         img, raw = load_rgb(img_path), load_mask(mask_path)
         if img.shape[-2:] != raw.shape:
-            raise DataConfigError(
+            raise ConfigError(
                 f"image '{img_path}' is {tuple(img.shape[-2:])} but its mask '{mask_path}' is "
                 f"{tuple(raw.shape)}"
             )
@@ -110,7 +110,7 @@ class MaskFolderDataModule(pl.LightningDataModule):
             random.Random(seed).shuffle(pairs)
             n_val = max(1, round(len(pairs) * val_fraction))
             if n_val >= len(pairs):
-                raise DataConfigError(
+                raise ConfigError(
                     f"'{self.root}' has {len(pairs)} image/mask pairs: too few to hold out "
                     f"val_fraction={val_fraction} for validation"
                 )
