@@ -1,5 +1,6 @@
 """Large-kernel convnet zoo: importing it registers every model family with timm."""
 
+from . import bevanet  # noqa: F401  (registers with timm)
 from . import inceptionnext  # noqa: F401  (registers with timm)
 from . import mkunet  # noqa: F401  (registers with timm)
 from .reparam import reparameterize
