@@ -3,6 +3,7 @@
 from . import bevanet  # noqa: F401  (registers with timm)
 from . import inceptionnext  # noqa: F401  (registers with timm)
 from . import mkunet  # noqa: F401  (registers with timm)
+from . import unireplknet  # noqa: F401  (registers with timm)
 from .reparam import reparameterize
 
 __all__ = ["reparameterize"]
