@@ -56,15 +56,6 @@ except ImportError:  # the triton backend then reports itself unavailable
 
 
 @_jit
-def _tap_range(o_first, o_last, size, pad, dil, k):
-    """Taps t in [lo, hi) for which o - pad + t * dil lies in [0, size) for some o in
-    [o_first, o_last]. Only non-negative operands reach `//` (Triton truncates, numpy floors)."""
-    lo = tl.cdiv(tl.maximum(pad - o_last, 0), dil)
-    hi = tl.minimum((tl.maximum(size - 1 + pad - o_first, -1) + dil) // dil, k)
-    return lo, hi
-
-
-@_jit
 def _direct_kernel(
     x_ptr, w_ptr, b_ptr, y_ptr,
     C, H, W, HO, WO,
@@ -72,32 +63,37 @@ def _direct_kernel(
     swc, swh, sww,
     syn, syc, syh, syw,
     pad_h, pad_w, dil_h, dil_w, KH, KW,
-    HAS_BIAS: tl.constexpr, ACC: tl.constexpr,
+    HAS_BIAS: tl.constexpr, ACC: tl.constexpr, IDX: tl.constexpr,
     TILE_H: tl.constexpr, TILE_W: tl.constexpr, BLOCK_P: tl.constexpr, BLOCK_C: tl.constexpr,
     TAP_H: tl.constexpr, TAP_W: tl.constexpr, BLOCK_T: tl.constexpr,
 ):  # fmt: skip
-    pid_s = tl.program_id(0)
-    pid_c = tl.program_id(1)
-    pid_n = tl.program_id(2)
-    tiles_w = tl.cdiv(WO, TILE_W)
+    pid_s = tl.program_id(0).to(IDX)
+    pid_c = tl.program_id(1).to(IDX)
+    pid_n = tl.program_id(2).to(tl.int64)
+    tiles_w = (WO + TILE_W - 1) // TILE_W
     oh0 = (pid_s // tiles_w) * TILE_H
     ow0 = (pid_s % tiles_w) * TILE_W
 
-    p = tl.arange(0, BLOCK_P)
+    p = tl.arange(0, BLOCK_P).to(IDX)
     oh = oh0 + p // TILE_W
     ow = ow0 + p % TILE_W
     p_ok = (p < TILE_H * TILE_W) & (oh < HO) & (ow < WO)
-    c = pid_c * BLOCK_C + tl.arange(0, BLOCK_C)
+    c = pid_c * BLOCK_C + tl.arange(0, BLOCK_C).to(IDX)
     c_ok = c < C
-    t = tl.arange(0, BLOCK_T)
+    t = tl.arange(0, BLOCK_T).to(IDX)
     t_h = t // TAP_W
     t_w = t % TAP_W
     t_ok = t < TAP_H * TAP_W
 
-    kh_lo, kh_hi = _tap_range(oh0, tl.minimum(oh0 + TILE_H, HO) - 1, H, pad_h, dil_h, KH)
-    kw_lo, kw_hi = _tap_range(ow0, tl.minimum(ow0 + TILE_W, WO) - 1, W, pad_w, dil_w, KW)
+    # Taps [lo, hi) through which some output of this tile reads the map (a tap t reads input
+    # o - pad + t * dil). Only non-negative operands reach `//` (Triton truncates, numpy floors);
+    # tl.cdiv is avoided because every nested jit call costs ~2 ms in the interpreter.
+    kh_lo = (tl.maximum(pad_h - (tl.minimum(oh0 + TILE_H, HO) - 1), 0) + dil_h - 1) // dil_h
+    kh_hi = tl.minimum((tl.maximum(H - 1 + pad_h - oh0, -1) + dil_h) // dil_h, KH)
+    kw_lo = (tl.maximum(pad_w - (tl.minimum(ow0 + TILE_W, WO) - 1), 0) + dil_w - 1) // dil_w
+    kw_hi = tl.minimum((tl.maximum(W - 1 + pad_w - ow0, -1) + dil_w) // dil_w, KW)
 
-    x_base = x_ptr + pid_n.to(tl.int64) * sxn
+    x_base = x_ptr + pid_n * sxn
     x_chan = (c * sxc)[None, :, None]
     chan_ok = c_ok[None, :, None]
     acc = tl.zeros((BLOCK_P, BLOCK_C), dtype=ACC)
@@ -127,7 +123,7 @@ def _direct_kernel(
         acc += tl.load(b_ptr + c, mask=c_ok, other=0.0).to(ACC)[None, :]
     y_off = (oh * syh + ow * syw)[:, None] + (c * syc)[None, :]
     tl.store(
-        y_ptr + pid_n.to(tl.int64) * syn + y_off,
+        y_ptr + pid_n * syn + y_off,
         acc.to(y_ptr.dtype.element_ty),
         mask=p_ok[:, None] & c_ok[None, :],
     )
@@ -142,20 +138,20 @@ def _weight_grad_kernel(
     sws, swc, swh, sww,
     pad_h, pad_w, dil_h, dil_w, KH, KW,
     kh_first, kw_first, tap_chunks_w, SPLITS,
-    ACC: tl.constexpr,
+    ACC: tl.constexpr, IDX: tl.constexpr,
     TILE_H: tl.constexpr, TILE_W: tl.constexpr, BLOCK_P: tl.constexpr, BLOCK_C: tl.constexpr,
     TAP_H: tl.constexpr, TAP_W: tl.constexpr, BLOCK_T: tl.constexpr,
 ):  # fmt: skip
-    pid_t = tl.program_id(0)
-    pid_c = tl.program_id(1)
-    pid_s = tl.program_id(2)
+    pid_t = tl.program_id(0).to(IDX)
+    pid_c = tl.program_id(1).to(IDX)
+    pid_s = tl.program_id(2).to(IDX)
     th0 = kh_first + (pid_t // tap_chunks_w) * TAP_H
     tw0 = kw_first + (pid_t % tap_chunks_w) * TAP_W
-    t = tl.arange(0, BLOCK_T)
+    t = tl.arange(0, BLOCK_T).to(IDX)
     th = th0 + t // TAP_W
     tw = tw0 + t % TAP_W
     t_ok = (t < TAP_H * TAP_W) & (th < KH) & (tw < KW)
-    c = pid_c * BLOCK_C + tl.arange(0, BLOCK_C)
+    c = pid_c * BLOCK_C + tl.arange(0, BLOCK_C).to(IDX)
     c_ok = c < C
 
     # Output pixels that reach the map through at least one tap of this chunk; the rest only
@@ -164,11 +160,11 @@ def _weight_grad_kernel(
     oh_hi = tl.minimum(H + pad_h - th0 * dil_h, HO)
     ow_lo = tl.maximum(pad_w - (tl.minimum(tw0 + TAP_W, KW) - 1) * dil_w, 0)
     ow_hi = tl.minimum(W + pad_w - tw0 * dil_w, WO)
-    tiles_h = tl.cdiv(tl.maximum(oh_hi - oh_lo, 0), TILE_H)
-    tiles_w = tl.cdiv(tl.maximum(ow_hi - ow_lo, 0), TILE_W)
+    tiles_h = (tl.maximum(oh_hi - oh_lo, 0) + TILE_H - 1) // TILE_H
+    tiles_w = (tl.maximum(ow_hi - ow_lo, 0) + TILE_W - 1) // TILE_W
     tiles = tiles_h * tiles_w
 
-    p = tl.arange(0, BLOCK_P)
+    p = tl.arange(0, BLOCK_P).to(IDX)
     p_row = p // TILE_W
     p_col = p % TILE_W
     p_in = p < TILE_H * TILE_W
@@ -215,6 +211,9 @@ _INTERPRETED = triton is not None and not isinstance(_direct_kernel, triton.runt
 _TUNING = "interpreter" if _INTERPRETED else "gpu"
 _GPU_PROGRAMS = 4 * 132  # weight-grad splits aim at ~4 programs per H100 SM
 _INTERPRETER_BLOCK_ELEMENTS = 1 << 16  # per-op element budget: ~1 ms per op in numpy
+# Index arithmetic type. The interpreter checks every int32 add/sub/mul for overflow with ~8 extra
+# numpy ops (int64 is exempt), which tripled its run time; on a GPU int32 is the cheaper type.
+_INDEX = (tl.int64 if _INTERPRETED else tl.int32) if triton is not None else None
 
 
 @dataclass(frozen=True)
@@ -372,7 +371,8 @@ def _direct(
         c, h, w, ho, wo,
         *x.stride(), *wk.stride(), *y.stride(),
         padding[0], padding[1], dilation[0], dilation[1], kh, kw,
-        HAS_BIAS=bias is not None, ACC=_accumulator(x.dtype), **tiles.constexprs(),
+        HAS_BIAS=bias is not None, ACC=_accumulator(x.dtype), IDX=_INDEX,
+        **tiles.constexprs(),
     )  # fmt: skip
     return y
 
@@ -448,6 +448,6 @@ def backward_weight(
         *x.stride(), *grad_out.stride(), *ws.stride(),
         padding[0], padding[1], dilation[0], dilation[1], kh, kw,
         kh_lo, kw_lo, chunks_w, splits,
-        ACC=_accumulator(x.dtype), **tiles.constexprs(),
+        ACC=_accumulator(x.dtype), IDX=_INDEX, **tiles.constexprs(),
     )  # fmt: skip
     return ws.sum(0).unsqueeze(1)
