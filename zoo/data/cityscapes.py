@@ -7,9 +7,11 @@ from pathlib import Path
 
 import lightning.pytorch as pl
 import torch
+from lightning.pytorch.utilities import rank_zero_info
 from torch.utils.data import DataLoader, Dataset
 
 from .layout import ConfigError, first_few, require_dir, require_images
+from .shapes import ShapesDataModule
 from .transforms import SegmentationTransform, load_mask, load_rgb
 
 LAYOUT = """  <root>/leftImg8bit/{train,val}/<city>/<city>_<seq>_<frame>_leftImg8bit.png
@@ -70,7 +72,11 @@ class CityscapesPairs(Dataset):
 class CityscapesDataModule(pl.LightningDataModule):
     """Cityscapes fine annotations. Training: random scale in `scale_range` (relative to the
     2048-wide original, as BEVANet/PIDNet do), random `crop_size` crop, flip. Validation at
-    `val_size` (default: the full 1024x2048)."""
+    `val_size` (default: the full 1024x2048).
+
+    `root=None` trains on generated scenes with 19 shape classes (`ShapesDataModule` at
+    `embedded_size`), so a config runs on a fresh machine; `--data.root=...` switches to real data.
+    """
 
     num_classes = 19
     class_names = CLASS_NAMES
@@ -78,20 +84,30 @@ class CityscapesDataModule(pl.LightningDataModule):
 
     def __init__(
         self,
-        root: str,
+        root: str | None = None,
         crop_size: tuple[int, int] = (1024, 1024),
         val_size: tuple[int, int] | None = None,
         scale_range: tuple[float, float] = (0.5, 2.0),
         batch_size: int = 12,
         num_workers: int = 4,
+        embedded_size: int = 64,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
+        self.embedded = None
+        if root is None:
+            rank_zero_info("data.root is not set: using generated 19-class scenes (no download)")
+            self.embedded = ShapesDataModule(19, embedded_size, batch_size=batch_size)
+            return
         self.root = require_dir(root, "Cityscapes root", LAYOUT)
         self.train_pairs = find_pairs(self.root, "train")
         self.val_pairs = find_pairs(self.root, "val")
 
     def setup(self, stage: str | None = None) -> None:
+        if self.embedded is not None:
+            self.embedded.setup(stage)
+            self.train_set, self.val_set = self.embedded.train_set, self.embedded.val_set
+            return
         hp = self.hparams
         train_tf = SegmentationTransform(
             # scales are relative to the short side fitting the crop: for 1024x2048 images and
@@ -108,13 +124,16 @@ class CityscapesDataModule(pl.LightningDataModule):
         self.val_set = CityscapesPairs(self.val_pairs, val_tf)
 
     def _loader(self, dataset: Dataset, train: bool) -> DataLoader:
+        # the embedded sets live in memory: worker processes would only add start-up time
+        workers = 0 if self.embedded is not None else self.hparams.num_workers
         return DataLoader(
             dataset,
-            batch_size=self.hparams.batch_size if train else 1,
+            # full-resolution Cityscapes images are evaluated one at a time
+            batch_size=self.hparams.batch_size if train or self.embedded else 1,
             shuffle=train,
             drop_last=train,
-            num_workers=self.hparams.num_workers,
-            persistent_workers=self.hparams.num_workers > 0,
+            num_workers=workers,
+            persistent_workers=workers > 0,
             pin_memory=torch.cuda.is_available(),
         )
 

@@ -6,10 +6,12 @@ from pathlib import Path
 
 import lightning.pytorch as pl
 import torch
+from lightning.pytorch.utilities import rank_zero_info
 from timm.data import create_transform
 from torch.utils.data import DataLoader
 from torchvision.datasets import ImageFolder
 
+from .digits import DigitsDataModule
 from .layout import IMAGE_EXTENSIONS, ConfigError, first_few, require_dir
 
 LAYOUT = """  <root>/train/<class_name>/<image>.jpg   (one folder per class, e.g. n01440764/)
@@ -42,11 +44,14 @@ class ImageFolderDataModule(pl.LightningDataModule):
     Transforms are timm's `create_transform` (RandomResizedCrop + flip + optional RandAugment
     string such as `rand-m9-mstd0.5-inc1`, random erasing; eval: resize by `crop_pct` + center
     crop). `num_classes`, when given, must equal the number of class folders found.
+
+    `root=None` trains on the embedded digits (`DigitsDataModule` at `embedded_size`), so a
+    config runs on a fresh machine; `--data.root=/path/to/imagenet` switches to real data.
     """
 
     def __init__(
         self,
-        root: str,
+        root: str | None = None,
         image_size: int = 224,
         batch_size: int = 64,
         num_workers: int = 4,
@@ -55,9 +60,16 @@ class ImageFolderDataModule(pl.LightningDataModule):
         re_prob: float = 0.0,
         crop_pct: float = 0.875,
         interpolation: str = "bicubic",
+        embedded_size: int = 32,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
+        self.embedded = None
+        if root is None:
+            rank_zero_info("data.root is not set: using the embedded digits (no download)")
+            self.embedded = DigitsDataModule(image_size=embedded_size, batch_size=batch_size)
+            self.num_classes, self.class_names = 10, DigitsDataModule.class_names
+            return
         self.root = require_dir(root, "ImageFolder root", LAYOUT)
         train_classes = _check_split(self.root, "train")
         val_classes = _check_split(self.root, "val")
@@ -75,6 +87,10 @@ class ImageFolderDataModule(pl.LightningDataModule):
         self.num_classes = len(train_classes)
 
     def setup(self, stage: str | None = None) -> None:
+        if self.embedded is not None:
+            self.embedded.setup(stage)
+            self.train_set, self.val_set = self.embedded.train_set, self.embedded.val_set
+            return
         hp = self.hparams
         common = dict(input_size=hp.image_size, interpolation=hp.interpolation)
         train_tf = create_transform(
@@ -85,13 +101,15 @@ class ImageFolderDataModule(pl.LightningDataModule):
         self.val_set = ImageFolder(str(self.root / "val"), transform=eval_tf)
 
     def _loader(self, dataset, train: bool) -> DataLoader:
+        # the embedded sets live in memory: worker processes would only add start-up time
+        workers = 0 if self.embedded is not None else self.hparams.num_workers
         return DataLoader(
             dataset,
             batch_size=self.hparams.batch_size,
             shuffle=train,
             drop_last=train,
-            num_workers=self.hparams.num_workers,
-            persistent_workers=self.hparams.num_workers > 0,
+            num_workers=workers,
+            persistent_workers=workers > 0,
             pin_memory=torch.cuda.is_available(),
         )
 

@@ -17,9 +17,7 @@ def require_dir(path: str | Path, what: str, layout: str) -> Path:
     """Return `path` as a Path, or raise naming the missing folder and the expected layout."""
     path = Path(path).expanduser()
     if not path.exists():
-        raise ConfigError(
-            f"{what} not found: '{path}' does not exist.\nExpected layout:\n{layout}"
-        )
+        raise ConfigError(f"{what} not found: '{path}' does not exist.\nExpected layout:\n{layout}")
     if not path.is_dir():
         raise ConfigError(
             f"{what} '{path}' is a file, expected a folder.\nExpected layout:\n{layout}"

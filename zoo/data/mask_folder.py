@@ -8,9 +8,11 @@ from pathlib import Path
 
 import lightning.pytorch as pl
 import torch
+from lightning.pytorch.utilities import rank_zero_info
 from torch.utils.data import DataLoader, Dataset
 
 from .layout import ConfigError, first_few, require_dir, require_images
+from .shapes import ShapesDataModule
 from .transforms import SegmentationTransform, load_mask, load_rgb
 
 LAYOUT = """  <root>/images/<name>.png|jpg    input images
@@ -82,6 +84,9 @@ class MaskFolderDataModule(pl.LightningDataModule):
 
     Images are resized to `image_size`; training adds flips (both axes, as medical images have
     no canonical orientation) and a random scale in `scale_range` followed by a crop.
+
+    `root=None` trains on generated textured blobs (`ShapesDataModule`, binary, at
+    `embedded_size`), so a config runs on a fresh machine; `--data.root=...` switches to real data.
     """
 
     num_classes = 2
@@ -89,16 +94,22 @@ class MaskFolderDataModule(pl.LightningDataModule):
 
     def __init__(
         self,
-        root: str,
+        root: str | None = None,
         image_size: int = 256,
         batch_size: int = 8,
         val_fraction: float = 0.2,
         scale_range: tuple[float, float] = (0.75, 1.25),
         num_workers: int = 4,
         seed: int = 0,
+        embedded_size: int = 64,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
+        self.embedded = None
+        if root is None:
+            rank_zero_info("data.root is not set: using generated blobs (no download)")
+            self.embedded = ShapesDataModule(2, embedded_size, batch_size=batch_size, seed=seed)
+            return
         self.root = require_dir(root, "mask-folder root", LAYOUT)
         if (self.root / "train").is_dir():
             self.train_pairs = pair_images_with_masks(self.root / "train")
@@ -117,6 +128,10 @@ class MaskFolderDataModule(pl.LightningDataModule):
             self.val_pairs, self.train_pairs = pairs[:n_val], pairs[n_val:]
 
     def setup(self, stage: str | None = None) -> None:
+        if self.embedded is not None:
+            self.embedded.setup(stage)
+            self.train_set, self.val_set = self.embedded.train_set, self.embedded.val_set
+            return
         size = (self.hparams.image_size, self.hparams.image_size)
         train_tf = SegmentationTransform(
             size, train=True, scale_range=self.hparams.scale_range, vflip=True, ignore_index=0
@@ -125,13 +140,15 @@ class MaskFolderDataModule(pl.LightningDataModule):
         self.val_set = MaskPairs(self.val_pairs, SegmentationTransform(size, train=False))
 
     def _loader(self, dataset: Dataset, train: bool) -> DataLoader:
+        # the embedded sets live in memory: worker processes would only add start-up time
+        workers = 0 if self.embedded is not None else self.hparams.num_workers
         return DataLoader(
             dataset,
             batch_size=self.hparams.batch_size,
             shuffle=train,
             drop_last=train and len(dataset) > self.hparams.batch_size,
-            num_workers=self.hparams.num_workers,
-            persistent_workers=self.hparams.num_workers > 0,
+            num_workers=workers,
+            persistent_workers=workers > 0,
             pin_memory=torch.cuda.is_available(),
         )
 

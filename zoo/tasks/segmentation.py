@@ -17,6 +17,7 @@ from torchmetrics.classification import (
 
 from zoo.data.layout import ConfigError
 from zoo.losses import DiceBCELoss, StructureLoss
+from zoo.losses.bevanet import BEVANetLoss
 
 from .common import TimmTask, create_model_by_name
 from .figures import save_overlays
@@ -63,6 +64,8 @@ class SegmentationTask(TimmTask):
             recipe; binary), `bevanet` (the BEVANet/PIDNet loss on its three heads) or `auto`
             (the family's own loss: `structure` for binary MK-UNet, `bevanet` for BEVANet,
             otherwise `dice_bce` for binary and `ce` for multi-class).
+        loss_kwargs: keyword arguments of the loss class (`zoo.losses.StructureLoss`,
+            `DiceBCELoss`, `zoo.losses.bevanet.BEVANetLoss`, e.g. `class_weights`).
         deep_supervision: train on every head of `model.forward_heads(x)` (summed) instead of
             the final output; `None` = on when the model has `forward_heads`. The `bevanet`
             loss always uses the heads.
@@ -78,6 +81,7 @@ class SegmentationTask(TimmTask):
         pretrained_file: str | None = None,
         model_kwargs: dict[str, Any] | None = None,
         loss: str = "auto",
+        loss_kwargs: dict[str, Any] | None = None,
         deep_supervision: bool | None = None,
         ignore_index: int = 255,
         opt: str = "adamw",
@@ -140,18 +144,18 @@ class SegmentationTask(TimmTask):
             )
         if deep_supervision and not has_heads:
             raise ConfigError(f"deep_supervision=True but '{name}' has no forward_heads()")
+        kwargs = dict(self.hparams.loss_kwargs or {})
         if loss == "bevanet":
             if not has_heads:
                 raise ConfigError(f"loss='bevanet' needs the heads of a BEVANet, got '{name}'")
-            from zoo.losses.bevanet import BEVANetLoss  # imported here: a family of its own
-
-            return BEVANetLoss(ignore_index=self.hparams.ignore_index), True
+            kwargs.setdefault("ignore_index", self.hparams.ignore_index)
+            return BEVANetLoss(num_classes=self.hparams.num_classes, **kwargs), True
         use_heads = has_heads if deep_supervision is None else deep_supervision
         if loss == "structure":
-            return StructureLoss(), use_heads
+            return StructureLoss(**kwargs), use_heads
         if loss == "dice_bce":
-            return DiceBCELoss(), use_heads
-        return _CrossEntropyHeads(self.hparams.ignore_index), use_heads
+            return DiceBCELoss(**kwargs), use_heads
+        return _CrossEntropyHeads(self.hparams.ignore_index, **kwargs), use_heads
 
     def setup(self, stage: str) -> None:
         self.check_num_classes(self.trainer.datamodule, binary_single_logit=True)
