@@ -24,8 +24,6 @@ Differences from the official code:
   arguments (stride <- padding); here every rebuilt conv is built by keyword.
 """
 
-from __future__ import annotations
-
 import re
 from collections import OrderedDict
 from collections.abc import Sequence

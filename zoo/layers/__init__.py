@@ -1,5 +1,6 @@
 """Blocks shared by several model families (one small file per concept)."""
 
+from . import fx_leaf  # noqa: F401  (ops.DepthwiseConv2d is an fx leaf for timm)
 from .bn_fuse import fuse_bn
 from .grn import GlobalResponseNorm
 
