@@ -46,12 +46,15 @@ class DigitsDataModule(pl.LightningDataModule):
         num_workers: int = 0,
         seed: int = 0,
     ) -> None:
+        # explicit dict: frame inspection would pick up the arguments of a datamodule that
+        # builds this one as its embedded fallback
+        hparams = {k: v for k, v in locals().items() if k not in ("self", "__class__")}
         super().__init__()
         if image_size < 8:
             raise ValueError(f"image_size must be >= 8 (the digits are 8x8), got {image_size}")
         if not 0.0 < val_fraction < 1.0:
             raise ValueError(f"val_fraction must be in (0, 1), got {val_fraction}")
-        self.save_hyperparameters()
+        self.save_hyperparameters(hparams)
 
     def setup(self, stage: str | None = None) -> None:
         if hasattr(self, "train_set"):

@@ -124,12 +124,15 @@ class ShapesDataModule(pl.LightningDataModule):
         num_workers: int = 0,
         seed: int = 0,
     ) -> None:
+        # explicit dict: frame inspection would pick up the arguments of a datamodule that
+        # builds this one as its embedded fallback
+        hparams = {k: v for k, v in locals().items() if k not in ("self", "__class__")}
         super().__init__()
         if num_classes < 2:
             raise ValueError(f"num_classes counts the background too: need >= 2, got {num_classes}")
         if image_size < 16:
             raise ValueError(f"image_size must be >= 16, got {image_size}")
-        self.save_hyperparameters()
+        self.save_hyperparameters(hparams)
         self.num_classes = num_classes
         self.class_names = ["background"] + [
             f"{_SHAPES[(c - 1) % len(_SHAPES)]}{c}" for c in range(1, num_classes)
