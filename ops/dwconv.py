@@ -24,6 +24,9 @@ BACKENDS = ("auto", "torch", "fft", "triton")
 # oneDNN's weight-gradient (and NCHW forward) for depthwise kernels this wide or wider is
 # im2col + GEMM on CPU; FFT is 5-25x faster there (specs/dwconv_kernels.md, section 4.3).
 CPU_GEMM_KERNEL_WIDTH = 15
+# Below that width, the FFT weight-gradient still wins once kh * kw * H * W exceeds this
+# (measured on 2 AVX-512 cores: 13x13 at 56x56 FFT 1.9 ms vs 6.6 ms; at 14x14 direct wins).
+CPU_FFT_WEIGHT_GRAD_WORK = 100_000
 
 _backend = os.environ.get("ZOO_DWCONV_BACKEND", "auto")
 if _backend not in BACKENDS:
@@ -149,8 +152,15 @@ def _kernel_width(weight: Tensor, dilation: Sequence[int]) -> int:
     return dilation[1] * (weight.shape[3] - 1) + 1
 
 
-def _cpu_weight_grad_by_fft(weight: Tensor, dilation: Sequence[int]) -> bool:
-    return _kernel_width(weight, dilation) >= CPU_GEMM_KERNEL_WIDTH
+def _cpu_weight_grad_by_fft(x: Tensor, weight: Tensor, dilation: Sequence[int]) -> bool:
+    """FFT weight-gradient where it beats oneDNN (measured, specs/dwconv_kernels.md 4.3 and
+    tools/benchmark_ops.py): always once oneDNN falls back to GEMM (kernel width >= 15), and for
+    narrower kernels when taps x pixels is large (e.g. 7x7 at 56x56, 13x13 at 28x28), since the
+    FFT cost hardly grows with the kernel while the direct cost grows with every tap."""
+    if _kernel_width(weight, dilation) >= CPU_GEMM_KERNEL_WIDTH:
+        return True
+    taps = weight.shape[2] * weight.shape[3]
+    return taps * x.shape[2] * x.shape[3] >= CPU_FFT_WEIGHT_GRAD_WORK
 
 
 def _cpu_native_autograd(x: Tensor, weight: Tensor, dilation: Sequence[int]) -> bool:
@@ -159,7 +169,7 @@ def _cpu_native_autograd(x: Tensor, weight: Tensor, dilation: Sequence[int]) -> 
     channels_last: oneDNN's jit kernels serve all three directions while the kernel is narrow.
     NCHW: only 3x3 and smaller get a jit weight-gradient; anything larger is im2col + GEMM.
     """
-    if _cpu_weight_grad_by_fft(weight, dilation):
+    if _cpu_weight_grad_by_fft(x, weight, dilation):
         return False
     if _is_channels_last(x):
         return True
@@ -183,7 +193,7 @@ def _cpu_backward(grad_out, x, weight, padding, dilation, need_x, need_w):
             grad_out, x, weight, (1, 1), padding, dilation, (True, False, False)
         )
     if need_w:
-        if _cpu_weight_grad_by_fft(weight, dilation):
+        if _cpu_weight_grad_by_fft(x, weight, dilation):
             kernel_hw = (weight.shape[2], weight.shape[3])
             grad_w = dwconv_fft.backward_weight(grad_out, x, kernel_hw, padding, dilation)
         else:  # the jit weight-gradient exists only in channels_last

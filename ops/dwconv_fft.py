@@ -33,8 +33,10 @@ def fast_fft_size(n: int) -> int:
 
 
 def _compute(t: Tensor) -> Tensor:
-    """float64 stays float64 (gradcheck); everything else is transformed in float32."""
-    return t if t.dtype == torch.float64 else t.float()
+    """float64 stays float64 (gradcheck); everything else is transformed in float32.
+
+    Planes are made contiguous: pocketfft on channels_last strides is ~1.5x slower."""
+    return (t if t.dtype == torch.float64 else t.float()).contiguous()
 
 
 def _dilated_kernel(weight: Tensor, dilation: tuple[int, int]) -> Tensor:

@@ -351,3 +351,26 @@ def test_dwconv_bad_dilation_padding_bias():
         dwconv2d(x, w, backend="cudnn")
     with pytest.raises(ValueError, match="needs an odd kernel"):
         DepthwiseConv2d(3, 4)
+
+
+@pytest.mark.parametrize(
+    "shape, kernel, channels_last",
+    [
+        ((1, 2, 12, 12), (7, 7), True),  # channels_last, narrow: F.conv2d's own autograd
+        ((1, 2, 12, 12), (3, 3), False),  # NCHW 3x3: F.conv2d's own autograd
+        ((1, 2, 12, 12), (7, 7), False),  # NCHW 7x7: weight-grad moved to channels_last
+        ((1, 2, 40, 40), (9, 9), True),  # many taps x pixels: FFT weight-grad
+        ((1, 2, 10, 24), (1, 17), False),  # wide: NCHW forward through channels_last + FFT dW
+        ((1, 2, 24, 10), (17, 1), True),  # tall band
+    ],
+)
+def test_dwconv_auto_cpu_policy_every_path_matches_conv2d(shape, kernel, channels_last):
+    case = dict(n=shape[0], c=shape[1], h=shape[2], w=shape[3], kernel=kernel, dilation=(1, 1),
+                padding="same", channels_last=channels_last, bias=True)
+    x, weight, bias = _tensors(case)
+    padding = _reference_padding(case)
+    ours = _forward_and_grads(lambda a, b, c: dwconv2d(a, b, c, backend="auto"), x, weight, bias)
+    ref = _forward_and_grads(lambda a, b, c: F.conv2d(a, b, c, 1, padding, 1, shape[1]), x, weight, bias)
+    for a, b in zip((ours[0], *ours[1]), (ref[0], *ref[1]), strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-9)
+    assert ours[0].is_contiguous(memory_format=torch.channels_last) == channels_last
