@@ -11,7 +11,6 @@ This is the only module that chooses a backend; each backend file only computes.
 from __future__ import annotations
 
 import os
-import warnings
 from collections.abc import Sequence
 
 import torch
@@ -64,10 +63,13 @@ def _resolve_geometry(
 ) -> tuple[tuple[int, int], tuple[int, int], tuple[int, int]]:
     """Validate the arguments and return (stride, padding, dilation) as pairs."""
     if x.dim() != 4:
-        raise ValueError(f"dwconv2d expects x of shape (N, C, H, W), got {x.dim()}-D {tuple(x.shape)}")
+        raise ValueError(
+            f"dwconv2d expects x of shape (N, C, H, W), got {x.dim()}-D {tuple(x.shape)}"
+        )
     if weight.dim() != 4 or weight.shape[1] != 1:
         raise ValueError(
-            f"dwconv2d expects a depthwise weight of shape (C, 1, kh, kw), got {tuple(weight.shape)}"
+            "dwconv2d expects a depthwise weight of shape (C, 1, kh, kw), "
+            f"got {tuple(weight.shape)}"
         )
     channels = x.shape[1]
     if weight.shape[0] != channels:
@@ -100,7 +102,10 @@ def _resolve_geometry(
             )
         if stride_hw != (1, 1):
             raise ValueError(f"padding='same' needs stride 1, got {stride_hw}")
-        padding_hw = (dilation_hw[0] * (kernel_hw[0] - 1) // 2, dilation_hw[1] * (kernel_hw[1] - 1) // 2)
+        padding_hw = (
+            dilation_hw[0] * (kernel_hw[0] - 1) // 2,
+            dilation_hw[1] * (kernel_hw[1] - 1) // 2,
+        )
     else:
         padding_hw = _pair(padding, "padding")
         if min(padding_hw) < 0:
@@ -199,8 +204,13 @@ def _cpu_backward(grad_out, x, weight, padding, dilation, need_x, need_w):
         else:  # the jit weight-gradient exists only in channels_last
             cl = torch.channels_last
             _, grad_w, _ = dwconv_reference.backward(
-                grad_out.contiguous(memory_format=cl), x.contiguous(memory_format=cl), weight,
-                (1, 1), padding, dilation, (False, True, False),
+                grad_out.contiguous(memory_format=cl),
+                x.contiguous(memory_format=cl),
+                weight,
+                (1, 1),
+                padding,
+                dilation,
+                (False, True, False),
             )
     return grad_x, grad_w
 
@@ -264,7 +274,11 @@ class _DwConv2dFunction(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad_out):
         x, weight = ctx.saved_tensors
-        mask = (ctx.needs_input_grad[0], ctx.needs_input_grad[1], ctx.has_bias and ctx.needs_input_grad[2])
+        mask = (
+            ctx.needs_input_grad[0],
+            ctx.needs_input_grad[1],
+            ctx.has_bias and ctx.needs_input_grad[2],
+        )
         grads = _backward_impl(grad_out, x, weight, *ctx.geometry, mask)
         return (*grads, None, None, None)
 
@@ -310,7 +324,11 @@ def _dwconv2d_backward_op(
 @_dwconv2d_backward_op.register_fake
 def _(grad_out, x, weight, padding, dilation, backend, output_mask):
     empty = x.new_empty(0)
-    grad_x = x.new_empty(x.shape).contiguous(memory_format=_memory_format(x)) if output_mask[0] else empty
+    grad_x = (
+        x.new_empty(x.shape).contiguous(memory_format=_memory_format(x))
+        if output_mask[0]
+        else empty
+    )
     grad_w = weight.new_empty(weight.shape) if output_mask[1] else empty
     grad_b = x.new_empty((x.shape[1],)) if output_mask[2] else empty
     return grad_x, grad_w, grad_b
@@ -325,7 +343,11 @@ def _setup_context(ctx, inputs, output):
 
 def _backward(ctx, grad_out):
     x, weight = ctx.saved_tensors
-    mask = [ctx.needs_input_grad[0], ctx.needs_input_grad[1], ctx.has_bias and ctx.needs_input_grad[2]]
+    mask = [
+        ctx.needs_input_grad[0],
+        ctx.needs_input_grad[1],
+        ctx.has_bias and ctx.needs_input_grad[2],
+    ]
     grad_x, grad_w, grad_b = _dwconv2d_backward_op(
         grad_out, x, weight, ctx.padding, ctx.dilation, ctx.backend, mask
     )
@@ -383,7 +405,9 @@ def dwconv2d(
         dtype = torch.get_autocast_dtype(x.device.type)
         x, weight = x.to(dtype), weight.to(dtype)
         bias = None if bias is None else bias.to(dtype)
-    stride_hw, padding_hw, dilation_hw = _resolve_geometry(x, weight, bias, stride, padding, dilation)
+    stride_hw, padding_hw, dilation_hw = _resolve_geometry(
+        x, weight, bias, stride, padding, dilation
+    )
     if stride_hw != (1, 1):
         # Strided depthwise convs are cheap downsamplers; every backend but torch is stride-1.
         return dwconv_reference.forward(x, weight, bias, stride_hw, padding_hw, dilation_hw)
@@ -432,8 +456,16 @@ class DepthwiseConv2d(nn.Conv2d):
         if backend is not None and backend not in BACKENDS:
             raise ValueError(f"unknown dwconv backend {backend!r}; expected one of {BACKENDS}")
         super().__init__(
-            channels, channels, kernel_hw, stride=stride, padding=padding, dilation=dilation_hw,
-            groups=channels, bias=bias, device=device, dtype=dtype,
+            channels,
+            channels,
+            kernel_hw,
+            stride=stride,
+            padding=padding,
+            dilation=dilation_hw,
+            groups=channels,
+            bias=bias,
+            device=device,
+            dtype=dtype,
         )
         self.backend = backend
         # TorchScript calls the registered op directly and needs plain typed attributes.
@@ -447,7 +479,11 @@ class DepthwiseConv2d(nn.Conv2d):
             if self._strided:
                 return self._conv_forward(x, self.weight, self.bias)
             return torch.ops.zoo.dwconv2d(
-                x, self.weight, self.bias, self._padding_list, self._dilation_list,
+                x,
+                self.weight,
+                self.bias,
+                self._padding_list,
+                self._dilation_list,
                 self._script_backend,
             )
         return dwconv2d(

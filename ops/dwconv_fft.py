@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def fast_fft_size(n: int) -> int:
     """Smallest 5-smooth integer >= n (pocketfft is fastest on 2^a 3^b 5^c sizes)."""
     m = max(n, 1)
@@ -78,7 +78,10 @@ def forward(
 
 
 def backward_input(
-    grad_out: Tensor, weight: Tensor, input_hw: tuple[int, int], padding: tuple[int, int],
+    grad_out: Tensor,
+    weight: Tensor,
+    input_hw: tuple[int, int],
+    padding: tuple[int, int],
     dilation: tuple[int, int],
 ) -> Tensor:
     """dx = full convolution of dy with the kernel, cropped by the padding."""
@@ -94,7 +97,10 @@ def backward_input(
 
 
 def backward_weight(
-    grad_out: Tensor, x: Tensor, kernel_hw: tuple[int, int], padding: tuple[int, int],
+    grad_out: Tensor,
+    x: Tensor,
+    kernel_hw: tuple[int, int],
+    padding: tuple[int, int],
     dilation: tuple[int, int],
 ) -> Tensor:
     """dW[c,i,j] = sum_{n,o,p} xpad[n,c,o+i*dh,p+j*dw] * dy[n,c,o,p].

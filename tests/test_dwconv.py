@@ -13,6 +13,7 @@ import os
 import random
 import subprocess
 import sys
+from functools import partial
 
 import pytest
 import torch
@@ -71,10 +72,11 @@ CASES = [_random_case(random.Random(seed)) for seed in range(NUM_RANDOM_CASES)]
 def _case_id(case: dict) -> str:
     kh, kw = case["kernel"]
     fmt = "cl" if case["channels_last"] else "nchw"
+    pad = case["padding"]
+    pad = pad if isinstance(pad, str) else "".join(map(str, pad))
     return (
         f"n{case['n']}c{case['c']}_{case['h']}x{case['w']}_k{kh}x{kw}_d{case['dilation'][0]}"
-        f"{case['dilation'][1]}_p{case['padding'] if isinstance(case['padding'], str) else ''.join(map(str, case['padding']))}"
-        f"_{fmt}{'_b' if case['bias'] else ''}"
+        f"{case['dilation'][1]}_p{pad}_{fmt}{'_b' if case['bias'] else ''}"
     )
 
 
@@ -90,7 +92,9 @@ def _tensors(case: dict, dtype=torch.float64, seed: int = 0):
 
 def _reference_padding(case: dict) -> tuple[int, int]:
     if case["padding"] == "same":
-        return tuple(d * (k - 1) // 2 for d, k in zip(case["dilation"], case["kernel"], strict=True))
+        return tuple(
+            d * (k - 1) // 2 for d, k in zip(case["dilation"], case["kernel"], strict=True)
+        )
     return case["padding"]
 
 
@@ -117,7 +121,9 @@ def test_dwconv_matches_conv2d_float64_random_sweep(backend, case):
     padding = _reference_padding(case)
 
     def ours(a, b, c):
-        return dwconv2d(a, b, c, padding=case["padding"], dilation=case["dilation"], backend=backend)
+        return dwconv2d(
+            a, b, c, padding=case["padding"], dilation=case["dilation"], backend=backend
+        )
 
     def reference(a, b, c):
         return F.conv2d(a, b, c, 1, padding, case["dilation"], case["c"])
@@ -128,14 +134,56 @@ def test_dwconv_matches_conv2d_float64_random_sweep(backend, case):
     assert y.is_contiguous(memory_format=torch.channels_last) or not case["channels_last"]
     torch.testing.assert_close(y, y_ref, rtol=1e-9, atol=1e-9)
     for name, g, g_ref in zip(("dx", "dw", "db"), grads, grads_ref, strict=False):
-        torch.testing.assert_close(g, g_ref, rtol=1e-9, atol=1e-9, msg=lambda m, n=name: f"{n}: {m}")
+        torch.testing.assert_close(
+            g, g_ref, rtol=1e-9, atol=1e-9, msg=lambda m, n=name: f"{n}: {m}"
+        )
 
 
 GRADCHECK_CASES = [
-    dict(n=1, c=2, h=4, w=5, kernel=(5, 5), dilation=(1, 1), padding="same", channels_last=False, bias=True),
-    dict(n=1, c=2, h=3, w=6, kernel=(1, 9), dilation=(1, 2), padding="same", channels_last=True, bias=True),
-    dict(n=1, c=2, h=3, w=3, kernel=(7, 7), dilation=(1, 1), padding="same", channels_last=False, bias=False),
-    dict(n=2, c=1, h=4, w=3, kernel=(2, 4), dilation=(2, 1), padding=(1, 2), channels_last=False, bias=True),
+    dict(
+        n=1,
+        c=2,
+        h=4,
+        w=5,
+        kernel=(5, 5),
+        dilation=(1, 1),
+        padding="same",
+        channels_last=False,
+        bias=True,
+    ),
+    dict(
+        n=1,
+        c=2,
+        h=3,
+        w=6,
+        kernel=(1, 9),
+        dilation=(1, 2),
+        padding="same",
+        channels_last=True,
+        bias=True,
+    ),
+    dict(
+        n=1,
+        c=2,
+        h=3,
+        w=3,
+        kernel=(7, 7),
+        dilation=(1, 1),
+        padding="same",
+        channels_last=False,
+        bias=False,
+    ),
+    dict(
+        n=2,
+        c=1,
+        h=4,
+        w=3,
+        kernel=(2, 4),
+        dilation=(2, 1),
+        padding=(1, 2),
+        channels_last=False,
+        bias=True,
+    ),
 ]
 
 
@@ -147,7 +195,9 @@ def test_dwconv_gradcheck_float64(backend, case):
 
     def fn(*args):
         b = args[2] if len(args) > 2 else None
-        return dwconv2d(args[0], args[1], b, padding=case["padding"], dilation=case["dilation"], backend=backend)
+        return dwconv2d(
+            args[0], args[1], b, padding=case["padding"], dilation=case["dilation"], backend=backend
+        )
 
     assert torch.autograd.gradcheck(fn, inputs, eps=1e-6, atol=1e-7)
 
@@ -157,10 +207,50 @@ def test_dwconv_gradcheck_float64(backend, case):
 # (rel. 2^-8 ~ 4e-3 per rounding), fp16 11 bits (~5e-4); inputs are rounded too, so allow 3x.
 HALF_TOLERANCE = {torch.float16: 2e-3, torch.bfloat16: 1.5e-2}
 HALF_CASES = [
-    dict(n=2, c=4, h=9, w=8, kernel=(7, 7), dilation=(1, 1), padding="same", channels_last=False, bias=True),
-    dict(n=1, c=3, h=8, w=9, kernel=(13, 13), dilation=(1, 1), padding="same", channels_last=True, bias=True),
-    dict(n=1, c=5, h=6, w=9, kernel=(1, 31), dilation=(1, 1), padding="same", channels_last=False, bias=False),
-    dict(n=2, c=2, h=7, w=5, kernel=(5, 3), dilation=(2, 3), padding="same", channels_last=True, bias=True),
+    dict(
+        n=2,
+        c=4,
+        h=9,
+        w=8,
+        kernel=(7, 7),
+        dilation=(1, 1),
+        padding="same",
+        channels_last=False,
+        bias=True,
+    ),
+    dict(
+        n=1,
+        c=3,
+        h=8,
+        w=9,
+        kernel=(13, 13),
+        dilation=(1, 1),
+        padding="same",
+        channels_last=True,
+        bias=True,
+    ),
+    dict(
+        n=1,
+        c=5,
+        h=6,
+        w=9,
+        kernel=(1, 31),
+        dilation=(1, 1),
+        padding="same",
+        channels_last=False,
+        bias=False,
+    ),
+    dict(
+        n=2,
+        c=2,
+        h=7,
+        w=5,
+        kernel=(5, 3),
+        dilation=(2, 3),
+        padding="same",
+        channels_last=True,
+        bias=True,
+    ),
 ]
 
 
@@ -174,7 +264,9 @@ def test_dwconv_half_precision_close_to_fp32_reference(dtype, backend, case):
     padding = _reference_padding(case)
 
     def ours(a, b, c):
-        return dwconv2d(a, b, c, padding=case["padding"], dilation=case["dilation"], backend=backend)
+        return dwconv2d(
+            a, b, c, padding=case["padding"], dilation=case["dilation"], backend=backend
+        )
 
     def reference(a, b, c):
         return F.conv2d(a, b, c, 1, padding, case["dilation"], case["c"])
@@ -194,7 +286,17 @@ def test_dwconv_half_precision_close_to_fp32_reference(dtype, backend, case):
 
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_dwconv_two_runs_are_bitwise_equal(backend):
-    case = dict(n=2, c=3, h=9, w=9, kernel=(9, 9), dilation=(1, 1), padding="same", channels_last=True, bias=True)
+    case = dict(
+        n=2,
+        c=3,
+        h=9,
+        w=9,
+        kernel=(9, 9),
+        dilation=(1, 1),
+        padding="same",
+        channels_last=True,
+        bias=True,
+    )
     x, weight, bias = _tensors(case, dtype=torch.float32)
 
     def fn(a, b, c):
@@ -219,7 +321,9 @@ def test_dwconv_output_keeps_memory_format_and_dtype(backend, dtype, channels_la
     y.sum().backward()
     for t in (y, x.grad):
         assert t.dtype == dtype
-        assert t.is_contiguous(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
+        assert t.is_contiguous(
+            memory_format=torch.channels_last if channels_last else torch.contiguous_format
+        )
 
 
 def test_dwconv_custom_op_path_matches_eager_path():
@@ -228,9 +332,12 @@ def test_dwconv_custom_op_path_matches_eager_path():
     w = torch.randn(3, 1, 1, 17, dtype=torch.float64)
     b = torch.randn(3, dtype=torch.float64)
     for backend in BACKENDS:
-        eager = _forward_and_grads(lambda a, c, d: dwconv2d(a, c, d, backend=backend), x, w, b)
+        eager = _forward_and_grads(partial(dwconv2d, backend=backend), x, w, b)
         op = _forward_and_grads(
-            lambda a, c, d: torch.ops.zoo.dwconv2d(a, c, d, [0, 8], [1, 1], backend), x, w, b
+            lambda a, c, d, name=backend: torch.ops.zoo.dwconv2d(a, c, d, [0, 8], [1, 1], name),
+            x,
+            w,
+            b,
         )
         for u, v in zip((eager[0], *eager[1]), (op[0], *op[1]), strict=True):
             torch.testing.assert_close(u, v, rtol=1e-10, atol=1e-10)
@@ -239,11 +346,15 @@ def test_dwconv_custom_op_path_matches_eager_path():
 def test_dwconv_strided_routes_to_conv2d():
     x = torch.randn(2, 3, 9, 8, dtype=torch.float64)
     w = torch.randn(3, 1, 3, 3, dtype=torch.float64)
-    torch.testing.assert_close(dwconv2d(x, w, stride=2, padding=1), F.conv2d(x, w, None, 2, 1, 1, 3))
+    torch.testing.assert_close(
+        dwconv2d(x, w, stride=2, padding=1), F.conv2d(x, w, None, 2, 1, 1, 3)
+    )
 
 
 def test_dwconv_compiles_fullgraph_on_cpu_with_backward():
-    module = torch.nn.Sequential(DepthwiseConv2d(4, 13), torch.nn.GELU(), DepthwiseConv2d(4, (1, 17)))
+    module = torch.nn.Sequential(
+        DepthwiseConv2d(4, 13), torch.nn.GELU(), DepthwiseConv2d(4, (1, 17))
+    )
     compiled = torch.compile(module, fullgraph=True)
     x = torch.randn(2, 4, 12, 12, requires_grad=True)
     y_c = compiled(x)
@@ -264,7 +375,9 @@ def test_dwconv_exports_as_one_custom_op():
 
 
 def test_dwconv_torchscript_and_fx_match_eager():
-    module = torch.nn.Sequential(DepthwiseConv2d(3, 9), torch.nn.ReLU(), DepthwiseConv2d(3, 3, stride=2))
+    module = torch.nn.Sequential(
+        DepthwiseConv2d(3, 9), torch.nn.ReLU(), DepthwiseConv2d(3, 3, stride=2)
+    )
     x = torch.randn(2, 3, 11, 11)
     torch.testing.assert_close(torch.jit.script(module)(x), module(x))
     traced = torch.fx.symbolic_trace(module)
@@ -277,7 +390,9 @@ def test_dwconv_on_meta_device_gives_shapes_and_format():
     y = module(x)
     assert y.device.type == "meta" and y.shape == (2, 8, 14, 20)
     assert y.is_contiguous(memory_format=torch.channels_last)
-    y = dwconv2d(torch.empty(1, 8, 5, 5, device="meta"), module.weight, padding=(15, 15), dilation=1)
+    y = dwconv2d(
+        torch.empty(1, 8, 5, 5, device="meta"), module.weight, padding=(15, 15), dilation=1
+    )
     assert y.shape == (1, 8, 5, 5)
 
 
@@ -312,7 +427,9 @@ def test_set_backend_and_environment_variable():
         ops.set_backend("cudnn")
     code = "import ops; print(ops.get_backend())"
     env = dict(os.environ, ZOO_DWCONV_BACKEND="fft")
-    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    out = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True
+    )
     assert out.stdout.strip() == "fft"
     env["ZOO_DWCONV_BACKEND"] = "bogus"
     bad = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True)
@@ -322,13 +439,28 @@ def test_set_backend_and_environment_variable():
 @pytest.mark.parametrize(
     "make_args, message",
     [
-        (lambda: (torch.randn(3, 8, 8), torch.randn(3, 1, 3, 3)), "expects x of shape \\(N, C, H, W\\)"),
-        (lambda: (torch.randn(1, 3, 8, 8), torch.randn(3, 3, 3)), "weight of shape \\(C, 1, kh, kw\\)"),
-        (lambda: (torch.randn(1, 3, 8, 8), torch.randn(3, 2, 3, 3)), "weight of shape \\(C, 1, kh, kw\\)"),
-        (lambda: (torch.randn(1, 3, 8, 8), torch.randn(4, 1, 3, 3)), "x has 3 channels but weight has 4"),
+        (
+            lambda: (torch.randn(3, 8, 8), torch.randn(3, 1, 3, 3)),
+            "expects x of shape \\(N, C, H, W\\)",
+        ),
+        (
+            lambda: (torch.randn(1, 3, 8, 8), torch.randn(3, 3, 3)),
+            "weight of shape \\(C, 1, kh, kw\\)",
+        ),
+        (
+            lambda: (torch.randn(1, 3, 8, 8), torch.randn(3, 2, 3, 3)),
+            "weight of shape \\(C, 1, kh, kw\\)",
+        ),
+        (
+            lambda: (torch.randn(1, 3, 8, 8), torch.randn(4, 1, 3, 3)),
+            "x has 3 channels but weight has 4",
+        ),
         (lambda: (torch.randn(1, 3, 8, 8), torch.randn(3, 1, 4, 4)), "needs an odd kernel"),
         (lambda: (torch.randn(1, 3, 8, 8), torch.randn(3, 1, 3, 3).double()), "dtype mismatch"),
-        (lambda: (torch.randn(1, 3, 8, 8), torch.randn(3, 1, 3, 3, device="meta")), "device mismatch"),
+        (
+            lambda: (torch.randn(1, 3, 8, 8), torch.randn(3, 1, 3, 3, device="meta")),
+            "device mismatch",
+        ),
     ],
 )
 def test_dwconv_bad_input_raises_value_error_naming_problem(make_args, message):
@@ -365,12 +497,23 @@ def test_dwconv_bad_dilation_padding_bias():
     ],
 )
 def test_dwconv_auto_cpu_policy_every_path_matches_conv2d(shape, kernel, channels_last):
-    case = dict(n=shape[0], c=shape[1], h=shape[2], w=shape[3], kernel=kernel, dilation=(1, 1),
-                padding="same", channels_last=channels_last, bias=True)
+    case = dict(
+        n=shape[0],
+        c=shape[1],
+        h=shape[2],
+        w=shape[3],
+        kernel=kernel,
+        dilation=(1, 1),
+        padding="same",
+        channels_last=channels_last,
+        bias=True,
+    )
     x, weight, bias = _tensors(case)
     padding = _reference_padding(case)
     ours = _forward_and_grads(lambda a, b, c: dwconv2d(a, b, c, backend="auto"), x, weight, bias)
-    ref = _forward_and_grads(lambda a, b, c: F.conv2d(a, b, c, 1, padding, 1, shape[1]), x, weight, bias)
+    ref = _forward_and_grads(
+        lambda a, b, c: F.conv2d(a, b, c, 1, padding, 1, shape[1]), x, weight, bias
+    )
     for a, b in zip((ours[0], *ours[1]), (ref[0], *ref[1]), strict=True):
         torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-9)
     assert ours[0].is_contiguous(memory_format=torch.channels_last) == channels_last

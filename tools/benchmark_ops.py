@@ -20,7 +20,6 @@ import json
 import os
 import platform
 import statistics
-import subprocess
 import sys
 import time
 from collections.abc import Callable
@@ -60,9 +59,11 @@ def make_case(variant: str, shape, kernel, dtype, device, backward: bool) -> Cal
     else:
         run = lambda a, b, c_: ops.dwconv2d(a, b, c_, padding=padding, backend=backend)
     if not backward:
+
         def forward_only() -> None:
             with torch.no_grad():
                 run(x, weight, bias)
+
         return forward_only
     x.requires_grad_(True)
     weight.requires_grad_(True)
@@ -72,6 +73,7 @@ def make_case(variant: str, shape, kernel, dtype, device, backward: bool) -> Cal
     def forward_backward() -> None:
         x.grad = weight.grad = bias.grad = None
         run(x, weight, bias).backward(grad)
+
     return forward_backward
 
 
@@ -103,8 +105,14 @@ def benchmark_device(device, shape, dtype, reps, variants, kernels) -> list[dict
         for backward in (False, True):
             cases = {v: make_case(v, shape, kernel, dtype, device, backward) for v in variants}
             medians = time_interleaved(cases, reps, device)
-            rows.append(dict(kernel=f"{kernel[0]}x{kernel[1]}", direction="fwd+bwd" if backward else "fwd",
-                             ms=medians, flops=useful_flops(shape, kernel, backward)))
+            rows.append(
+                dict(
+                    kernel=f"{kernel[0]}x{kernel[1]}",
+                    direction="fwd+bwd" if backward else "fwd",
+                    ms=medians,
+                    flops=useful_flops(shape, kernel, backward),
+                )
+            )
             print(_format_row(rows[-1], variants), flush=True)
     return rows
 
@@ -129,16 +137,23 @@ def machine_description(device) -> str:
                 break
     except OSError:
         pass
-    return f"{cpu}, {torch.get_num_threads()} threads, ISA {torch.backends.cpu.get_cpu_capability()}"
+    return (
+        f"{cpu}, {torch.get_num_threads()} threads, ISA {torch.backends.cpu.get_cpu_capability()}"
+    )
 
 
 def table(device, shape, dtype, rows, variants) -> str:
-    head = ["kernel", "dir"] + [f"{v} ms" for v in variants] + ["auto vs NCHW F.conv2d", "auto vs best F.conv2d"]
+    head = (
+        ["kernel", "dir"]
+        + [f"{v} ms" for v in variants]
+        + ["auto vs NCHW F.conv2d", "auto vs best F.conv2d"]
+    )
     lines = [
         f"### {device.type.upper()}: {machine_description(device)}",
         "",
         f"shape (N, C, H, W) = {tuple(shape)}, {str(dtype).replace('torch.', '')}, stride 1, "
-        "'same' padding, bias; median of interleaved repetitions; speed-up = F.conv2d time / auto time "
+        "'same' padding, bias; median of interleaved repetitions; "
+        "speed-up = F.conv2d time / auto time "
         "(auto = the faster of the auto rows, i.e. NCHW or channels_last input).",
         "",
         "| " + " | ".join(head) + " |",
@@ -148,7 +163,11 @@ def table(device, shape, dtype, rows, variants) -> str:
     if device.type == "cuda":
         name = torch.cuda.get_device_name(device)
         peak = next((v for k, v in FP32_PEAK_TFLOPS.items() if k in name), None)
-        lines += ["", "| kernel | dir | triton TFLOP/s (useful) | % of FP32 CUDA-core peak |", "|---|---|---|---|"]
+        lines += [
+            "",
+            "| kernel | dir | triton TFLOP/s (useful) | % of FP32 CUDA-core peak |",
+            "|---|---|---|---|",
+        ]
         for r in rows:
             ms = min(r["ms"][v] for v in variants if v.endswith(":triton"))
             tflops = r["flops"] / ms / 1e9
@@ -161,7 +180,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--cpu-shape", type=int, nargs=4, default=[2, 64, 56, 56])
     parser.add_argument("--gpu-shape", type=int, nargs=4, default=[64, 384, 32, 32])
-    parser.add_argument("--gpu-dtype", default="bfloat16", choices=["float32", "float16", "bfloat16"])
+    parser.add_argument(
+        "--gpu-dtype", default="bfloat16", choices=["float32", "float16", "bfloat16"]
+    )
     parser.add_argument("--reps", type=int, default=7)
     parser.add_argument("--quick", action="store_true", help="3 repetitions, CPU only")
     parser.add_argument("--threads", type=int, default=min(2, os.cpu_count() or 1))
@@ -181,7 +202,14 @@ def main() -> None:
     if torch.cuda.is_available() and not args.quick:
         gpu = torch.device("cuda")
         dtype = getattr(torch, args.gpu_dtype)
-        gpu_variants = ["nchw:F.conv2d", "cl:F.conv2d", "nchw:triton", "cl:triton", "nchw:auto", "cl:auto"]
+        gpu_variants = [
+            "nchw:F.conv2d",
+            "cl:F.conv2d",
+            "nchw:triton",
+            "cl:triton",
+            "nchw:auto",
+            "cl:auto",
+        ]
         gpu_rows = benchmark_device(gpu, args.gpu_shape, dtype, reps, gpu_variants, KERNELS)
         sections.append(table(gpu, args.gpu_shape, dtype, gpu_rows, gpu_variants))
         record["gpu"] = dict(shape=args.gpu_shape, dtype=args.gpu_dtype, rows=gpu_rows)
@@ -195,7 +223,7 @@ def main() -> None:
         "",
         f"- date: {datetime.datetime.now(datetime.UTC):%Y-%m-%d %H:%M} UTC; {load}",
         f"- torch {torch.__version__}, python {platform.python_version()}, "
-        f"oneDNN {torch.backends.mkldnn.version() if hasattr(torch.backends.mkldnn, 'version') else '?'}",
+        f"threads {torch.get_num_threads()}",
         f"- command: `python tools/benchmark_ops.py {' '.join(sys.argv[1:])}`",
         "",
     ]

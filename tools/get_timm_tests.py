@@ -21,8 +21,19 @@ def main(dest: str) -> None:
     timm_version = version("timm")
     with tempfile.TemporaryDirectory() as tmp:
         subprocess.run(
-            [sys.executable, "-m", "pip", "download", "-q", f"timm=={timm_version}",
-             "--no-deps", "--no-binary", ":all:", "-d", tmp],
+            [
+                sys.executable,
+                "-m",
+                "pip",
+                "download",
+                "-q",
+                f"timm=={timm_version}",
+                "--no-deps",
+                "--no-binary",
+                ":all:",
+                "-d",
+                tmp,
+            ],
             check=True,
         )
         (sdist,) = Path(tmp).glob("timm-*.tar.gz")
