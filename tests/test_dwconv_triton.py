@@ -9,7 +9,10 @@ from __future__ import annotations
 
 import itertools
 import math
+import os
 import random
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -256,6 +259,70 @@ GPU_TILING_SLOW_CASES = [
 def test_triton_gpu_tiling_matches_conv2d(monkeypatch, case):
     monkeypatch.setattr(dwconv_triton, "_TUNING", "gpu")
     _compare(case)
+
+
+# The interpreter never runs Triton's compiler, so compile the kernels for an H100 (sm_90)
+# here, with the specialisation a real launch gets (unit strides become constants, sizes and
+# strides divisible by 16 are marked so): a GPU-only compile error fails here, and the
+# channels_last tiles must turn into 16-byte vector loads of contiguous channels.
+_COMPILE_FOR_H100 = """
+import triton, triton.language as tl
+from triton.backends.compiler import GPUTarget
+from triton.compiler import ASTSource
+from ops import dwconv_triton as T
+
+assert not T._INTERPRETED
+target = GPUTarget("cuda", 90, 32)
+
+
+def build(fn, pointers, unit_strides, divisible, tiles, **consts):
+    consts.update(IDX=tl.int32, **{k: v for k, v in tiles.constexprs().items() if k != "num_warps"})
+    consts.update({name: 1 for name in unit_strides})
+    signature = {
+        name: "constexpr" if name in consts else pointers.get(name, "i32") for name in fn.arg_names
+    }
+    attrs = {(fn.arg_names.index(name),): [["tt.divisibility", 16]] for name in divisible}
+    source = ASTSource(fn=fn, signature=signature, constexprs=consts, attrs=attrs)
+    return triton.compile(source, target=target, options=dict(num_warps=tiles.num_warps)).asm["ptx"]
+
+
+for channels_last in (False, True):
+    cl = channels_last
+    tiles = T._direct_tiles((56, 56), 128, (31, 31), cl)
+    ptx_fwd = build(
+        T._direct_kernel,
+        {p: "*bf16" for p in ("x_ptr", "w_ptr", "b_ptr", "y_ptr")},
+        ("sxc", "swc", "syc") if cl else ("sxw", "sww", "syw"),
+        ("x_ptr", "w_ptr", "b_ptr", "y_ptr", "C", "sxn", "syn")
+        + (("sxh", "sxw", "swh", "sww", "syh", "syw") if cl else ("sxc", "swc", "syc")),
+        tiles, HAS_BIAS=True, ACC=tl.float32,
+    )
+    tiles = T._weight_grad_tiles((56, 56), 128, (31, 31), cl)
+    ptx_wgrad = build(
+        T._weight_grad_kernel,
+        {"x_ptr": "*bf16", "dy_ptr": "*bf16", "ws_ptr": "*fp32"},
+        ("sxc", "sdc", "sww") if cl else ("sxw", "sdw", "sww"),
+        ("x_ptr", "dy_ptr", "ws_ptr", "C", "sxn", "sdn", "sws", "swc")
+        + (("sxh", "sxw", "sdh", "sdw") if cl else ("sxc", "sdc")),
+        tiles, ACC=tl.float32,
+    )
+    print(cl, ptx_fwd.count("ld.global.v4"), ptx_wgrad.count("ld.global.v4"))
+"""
+
+
+def test_triton_kernels_compile_for_h100_with_vector_loads_in_channels_last():
+    pytest.importorskip("triton.backends.nvidia")
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    done = subprocess.run(
+        [sys.executable, "-c", _COMPILE_FOR_H100], env=env, capture_output=True, text=True
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    counts = {
+        line.split()[0]: list(map(int, line.split()[1:]))
+        for line in done.stdout.split("\n")
+        if line
+    }
+    assert counts["True"][0] > 0 and counts["True"][1] > 0, counts  # channels_last: vector loads
 
 
 # ----------------------------------------------------------------------------------------------
