@@ -20,10 +20,11 @@ ROOT = Path(__file__).resolve().parents[1]
 TIMM_TESTS = ROOT / ".venv" / "timm-tests" / "test_models.py"
 
 # Families add their names here: the smallest variant in FAST, the rest in SLOW.
-FAST = ["unireplknet_a"]
+FAST = ["unireplknet_a", "inceptionnext_atto"]
 SLOW = [
     "unireplknet_f", "unireplknet_p", "unireplknet_n", "unireplknet_t", "unireplknet_s",
     "unireplknet_b", "unireplknet_l", "unireplknet_xl",
+    "inceptionnext_tiny", "inceptionnext_small", "inceptionnext_base", "inceptionnext_base_384",
 ]  # fmt: skip
 
 # Fewer passing tests than this for a name means the selection went wrong (timm 1.0.31 runs

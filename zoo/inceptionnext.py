@@ -19,8 +19,6 @@ What differs from the official code (none of it changes parameters, state_dict k
   base).
 """
 
-from __future__ import annotations
-
 import warnings
 
 import torch
@@ -30,6 +28,7 @@ from timm.layers import (
     ConvMlp,
     DropPath,
     SelectAdaptivePool2d,
+    calculate_drop_path_rates,
     get_device_dtype,
     register_notrace_function,
     trunc_normal_,
@@ -39,6 +38,7 @@ from timm.models._features import feature_take_indices
 from timm.models._manipulate import checkpoint_seq
 from timm.models._registry import generate_default_cfgs, register_model
 
+import zoo.layers  # noqa: F401  (registers ops.DepthwiseConv2d as an fx leaf)
 from ops import DepthwiseConv2d
 
 __all__ = ["InceptionNeXt"]
@@ -230,8 +230,9 @@ def _make_pool(pool_type: str) -> tuple[SelectAdaptivePool2d, bool]:
     return SelectAdaptivePool2d(pool_type=pool_type, flatten=bool(pool_type)), bool(pool_type)
 
 
-@register_notrace_function  # shape checks are Python control flow: an opaque call for fx
-def _check_input(x: torch.Tensor, in_chans: int) -> None:
+@register_notrace_function  # Python control flow on shapes: one opaque call for fx tracing
+def check_input(x: torch.Tensor, in_chans: int) -> torch.Tensor:
+    """Return x if it is an (N, in_chans, H >= 32, W >= 32) batch, else raise ValueError."""
     if x.dim() != 4 or x.shape[1] != in_chans:
         raise ValueError(
             "InceptionNeXt expects input of shape (N, "
@@ -243,6 +244,7 @@ def _check_input(x: torch.Tensor, in_chans: int) -> None:
         raise ValueError(
             "InceptionNeXt downsamples by 32; expected H, W >= 32, got " + str(list(x.shape[2:]))
         )
+    return x
 
 
 class InceptionNeXt(nn.Module):
@@ -287,10 +289,8 @@ class InceptionNeXt(nn.Module):
             nn.Conv2d(in_chans, dims[0], kernel_size=4, stride=4, **dd),
             nn.BatchNorm2d(dims[0], **dd),
         )
-        # per-block linear stochastic-depth schedule, as in the official code
-        dp_rates = [
-            r.tolist() for r in torch.linspace(0, drop_path_rate, sum(depths)).split(depths)
-        ]
+        # per-block linear schedule 0 -> drop_path_rate, split by stage (as the official code)
+        dp_rates = calculate_drop_path_rates(drop_path_rate, list(depths), stagewise=True)
         self.stages = nn.Sequential()
         self.feature_info = []
         prev_chs = dims[0]
@@ -360,7 +360,7 @@ class InceptionNeXt(nn.Module):
         self.head_hidden_size = self.head.num_features
 
     def _stem(self, x: torch.Tensor) -> torch.Tensor:
-        _check_input(x, self.in_chans)
+        x = check_input(x, self.in_chans)
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         return self.stem(x)
@@ -460,12 +460,14 @@ def _create_inceptionnext(variant: str, pretrained: bool = False, **kwargs) -> I
     )
 
 
-_URL = "https://github.com/sail-sg/inceptionnext/releases/download/model/"
+_RELEASES = "https://github.com/sail-sg/inceptionnext/releases/download/model/"
 
 
-def _cfg(url: str = "", **kwargs) -> dict:
+def _cfg(weights: str, **kwargs) -> dict:
+    # No `url`: weights are never fetched implicitly (and timm's suite would try to). Download
+    # the official file and pass it with `pretrained_cfg_overlay=dict(file=PATH)`.
     return {
-        "url": url,
+        "url": "",
         "num_classes": 1000,
         "input_size": (3, 224, 224),
         "pool_size": (7, 7),
@@ -476,21 +478,21 @@ def _cfg(url: str = "", **kwargs) -> dict:
         "first_conv": "stem.0",
         "classifier": "head.fc2",
         "license": "apache-2.0",
+        "origin_url": "https://github.com/sail-sg/inceptionnext",
+        "paper_ids": "arXiv:2303.16900",
+        "notes": (f"official weights: {_RELEASES}{weights}",),
         **kwargs,
     }
 
 
 default_cfgs = generate_default_cfgs(
     {
-        "inceptionnext_atto.sail_in1k": _cfg(_URL + "inceptionnext_atto.pth"),
-        "inceptionnext_tiny.sail_in1k": _cfg(_URL + "inceptionnext_tiny.pth"),
-        "inceptionnext_small.sail_in1k": _cfg(_URL + "inceptionnext_small.pth"),
-        "inceptionnext_base.sail_in1k": _cfg(_URL + "inceptionnext_base.pth"),
+        "inceptionnext_atto.sail_in1k": _cfg("inceptionnext_atto.pth"),
+        "inceptionnext_tiny.sail_in1k": _cfg("inceptionnext_tiny.pth"),
+        "inceptionnext_small.sail_in1k": _cfg("inceptionnext_small.pth"),
+        "inceptionnext_base.sail_in1k": _cfg("inceptionnext_base.pth"),
         "inceptionnext_base_384.sail_in1k": _cfg(
-            _URL + "inceptionnext_base_384.pth",
-            input_size=(3, 384, 384),
-            pool_size=(12, 12),
-            crop_pct=1.0,
+            "inceptionnext_base_384.pth", input_size=(3, 384, 384), pool_size=(12, 12), crop_pct=1.0
         ),
     }
 )
