@@ -67,10 +67,14 @@ def _direct_kernel(
     TILE_H: tl.constexpr, TILE_W: tl.constexpr, BLOCK_P: tl.constexpr, BLOCK_C: tl.constexpr,
     TAP_H: tl.constexpr, TAP_W: tl.constexpr, BLOCK_T: tl.constexpr,
 ):  # fmt: skip
-    pid_s = tl.program_id(0).to(IDX)
+    # axis 0 enumerates (image, spatial tile) with tiles fastest, so neighbouring programs share
+    # halo rows in L2; axis 1 is the channel block (grid axes 1 and 2 are limited to 65535).
+    pid = tl.program_id(0).to(IDX)
     pid_c = tl.program_id(1).to(IDX)
-    pid_n = tl.program_id(2).to(tl.int64)
     tiles_w = (WO + TILE_W - 1) // TILE_W
+    tiles = ((HO + TILE_H - 1) // TILE_H) * tiles_w
+    pid_n = (pid // tiles).to(tl.int64)
+    pid_s = pid % tiles
     oh0 = (pid_s // tiles_w) * TILE_H
     ow0 = (pid_s % tiles_w) * TILE_W
 
@@ -211,9 +215,6 @@ _INTERPRETED = triton is not None and not isinstance(_direct_kernel, triton.runt
 _TUNING = "interpreter" if _INTERPRETED else "gpu"
 _GPU_PROGRAMS = 4 * 132  # weight-grad splits aim at ~4 programs per H100 SM
 _INTERPRETER_BLOCK_ELEMENTS = 1 << 16  # per-op element budget: ~1 ms per op in numpy
-# Index arithmetic type. The interpreter checks every int32 add/sub/mul for overflow with ~8 extra
-# numpy ops (int64 is exempt), which tripled its run time; on a GPU int32 is the cheaper type.
-_INDEX = (tl.int64 if _INTERPRETED else tl.int32) if triton is not None else None
 
 
 @dataclass(frozen=True)
@@ -325,6 +326,18 @@ def _is_channels_last(t: Tensor) -> bool:
     return t.is_contiguous(memory_format=torch.channels_last) and not t.is_contiguous()
 
 
+def _index_type(*tensors: Tensor):
+    """Type of the in-kernel index arithmetic (the batch offset is always int64).
+
+    int32 on a GPU unless one image's span of memory exceeds it. The interpreter checks every
+    int32 add/sub/mul for overflow with ~8 extra numpy ops (int64 is exempt), which tripled its
+    run time, so it gets int64.
+    """
+    # largest element offset inside one image (dims C, H, W)
+    span = max(sum((t.shape[d] - 1) * abs(t.stride(d)) for d in (1, 2, 3)) for t in tensors)
+    return tl.int64 if _INTERPRETED or span >= 2**31 - 1 else tl.int32
+
+
 def _accumulator(dtype: torch.dtype):
     return tl.float64 if dtype == torch.float64 else tl.float32
 
@@ -362,16 +375,15 @@ def _direct(
     )
     wk = _kernel_view(weight, channels_last)
     grid = (
-        triton.cdiv(ho, tiles.tile_h) * triton.cdiv(wo, tiles.tile_w),
+        n * triton.cdiv(ho, tiles.tile_h) * triton.cdiv(wo, tiles.tile_w),
         triton.cdiv(c, tiles.block_c),
-        n,
     )
     _direct_kernel[grid](
         x, wk, x if bias is None else bias, y,
         c, h, w, ho, wo,
         *x.stride(), *wk.stride(), *y.stride(),
         padding[0], padding[1], dilation[0], dilation[1], kh, kw,
-        HAS_BIAS=bias is not None, ACC=_accumulator(x.dtype), IDX=_INDEX,
+        HAS_BIAS=bias is not None, ACC=_accumulator(x.dtype), IDX=_index_type(x, y),
         **tiles.constexprs(),
     )  # fmt: skip
     return y
@@ -448,6 +460,6 @@ def backward_weight(
         *x.stride(), *grad_out.stride(), *ws.stride(),
         padding[0], padding[1], dilation[0], dilation[1], kh, kw,
         kh_lo, kw_lo, chunks_w, splits,
-        ACC=_accumulator(x.dtype), IDX=_INDEX, **tiles.constexprs(),
+        ACC=_accumulator(x.dtype), IDX=_index_type(x, grad_out), **tiles.constexprs(),
     )  # fmt: skip
     return ws.sum(0).unsqueeze(1)

@@ -138,6 +138,27 @@ def test_triton_backend_runs_kernels_not_the_torch_fallback(monkeypatch):
     torch.testing.assert_close(y, F.conv2d(x, weight, b, padding=1, groups=2))
 
 
+def test_triton_reads_strided_views_and_expanded_gradients():
+    """A sliced (non-contiguous) input and the stride-0 gradient of `y.sum()` (the dispatcher
+    hands both to the kernels unchanged) are read through their strides."""
+    base, weight, b = _make(2, 6, 9, 16, (5, 3), True, True)
+    x = base[:, ::2, :, ::2].detach().requires_grad_(True)  # (2, 3, 9, 8), neither layout
+    weight, b = weight[:3].requires_grad_(True), b[:3].requires_grad_(True)
+    y = ops.dwconv2d(x, weight, b, padding=(2, 1), backend="triton")
+    y.sum().backward()
+    x_ref, w_ref, b_ref = (t.detach().clone().requires_grad_(True) for t in (x, weight, b))
+    y_ref = F.conv2d(x_ref, w_ref, b_ref, padding=(2, 1), groups=3)
+    y_ref.sum().backward()
+    torch.testing.assert_close(y, y_ref, atol=1e-12, rtol=0)
+    for got, want in ((x.grad, x_ref.grad), (weight.grad, w_ref.grad), (b.grad, b_ref.grad)):
+        torch.testing.assert_close(got, want, atol=1e-12, rtol=0)
+    ones = torch.ones((), dtype=y.dtype).expand(y.shape)  # all strides 0
+    grad_x = dwconv_triton.backward_input(ones, weight.detach(), (9, 8), (2, 1), (1, 1))
+    grad_w = dwconv_triton.backward_weight(ones, x.detach(), (5, 3), (2, 1), (1, 1))
+    torch.testing.assert_close(grad_x, x_ref.grad, atol=1e-12, rtol=0)
+    torch.testing.assert_close(grad_w, w_ref.grad, atol=1e-12, rtol=0)
+
+
 def test_triton_launchers_keep_memory_format_and_shapes():
     x, weight, b = _make(2, 3, 6, 5, (3, 5), True, True, torch.float32)
     y = dwconv_triton.forward(x, weight, b, (2, 3), (1, 2))
