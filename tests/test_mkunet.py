@@ -186,6 +186,19 @@ def test_grayscale_input_is_repeated_like_official_and_in_chans_1_works():
     assert model1(gray).shape == (1, 1, 32, 64)
 
 
+def test_fx_feature_extraction_matches_eager():
+    # timm's fx tracer: the input checks are a leaf, encoder stages can be tapped
+    from timm.models import create_feature_extractor
+
+    model = _randomize_(timm.create_model("mk_unet_t")).eval()
+    extractor = create_feature_extractor(model, return_nodes=["encoder.4", "head"])
+    x = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        out = extractor(x)
+        assert torch.equal(out["head"], model(x))
+    assert out["encoder.4"].shape == (1, 32, 4, 4)
+
+
 # ---------------------------------------------------------------------------------------------
 # bad input
 

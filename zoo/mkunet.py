@@ -175,8 +175,10 @@ def _nearest_valid(size: int) -> str:
     return f"{lower} or {lower + _STRIDE}"
 
 
+# A leaf for fx tracing (timm's feature extraction): the checks branch on the input's shape.
+# fx only wraps functions whose global name has no leading underscore.
 @register_notrace_function
-def _check_input(x: Tensor, in_chans: int) -> Tensor:
+def prepare_input(x: Tensor, in_chans: int) -> Tensor:
     """Validate (N, C, H, W) and repeat a 1-channel image to 3 channels like the official code."""
     if x.dim() != 4:
         raise ValueError(f"MK-UNet expects input of shape (N, C, H, W), got {tuple(x.shape)}")
@@ -304,7 +306,7 @@ class MKUNet(nn.Module):
 
     def _encode(self, x: Tensor) -> list[Tensor]:
         """Pooled encoder maps at 1/2, 1/4, 1/8, 1/16 (the skips) and 1/32 (the bottleneck)."""
-        x = _check_input(x, self.in_chans)
+        x = prepare_input(x, self.in_chans)
         feats = []
         for stage in self.encoder:
             x = F.max_pool2d(stage(x), 2, 2)
