@@ -1,0 +1,41 @@
+"""tools/benchmark_models.py: FLOP counting of the zoo's custom depthwise op, checked by hand."""
+
+import sys
+from pathlib import Path
+
+import torch
+import torch.nn as nn
+from fvcore.nn import FlopCountAnalysis
+
+from ops import DepthwiseConv2d
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tools"))
+from benchmark_models import count_flops, dwconv2d_flop_jit  # noqa: E402
+
+
+class CustomOpConv(nn.Module):
+    """Calls the registered op directly, as traced graphs (compile, export) see it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.randn(6, 1, 5, 3))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.ops.zoo.dwconv2d(x, self.weight, None, [2, 1], [1, 1], "auto")
+
+
+def test_dwconv2d_handle_counts_output_numel_times_kernel_taps() -> None:
+    flops = FlopCountAnalysis(CustomOpConv(), torch.randn(2, 6, 10, 12))
+    flops.set_op_handle("zoo::dwconv2d", dwconv2d_flop_jit)
+    flops.unsupported_ops_warnings(False)
+    assert flops.total() == 2 * 6 * 10 * 12 * 5 * 3
+
+
+def test_count_flops_counts_every_depthwise_conv_once() -> None:
+    model = nn.Sequential(
+        DepthwiseConv2d(8, 13, bias=False),
+        DepthwiseConv2d(8, 3, padding=3, dilation=3, bias=False),
+        nn.Conv2d(8, 4, 1, bias=False),
+    )
+    expected = 8 * 16 * 16 * (13 * 13 + 3 * 3) + 4 * 8 * 16 * 16
+    assert count_flops(model, (8, 16, 16)) == expected

@@ -1,0 +1,212 @@
+"""Parameters, FLOPs and CPU throughput of zoo models, training form vs deploy form.
+
+For every model: parameter count, fvcore FLOPs at the model's default resolution (its
+pretrained_cfg input_size, batch 1) and eval-mode CPU throughput (batch 8, no_grad) of the
+training form and of the deploy form (`zoo.reparameterize`), with the deploy/train speed-up.
+Families without a deploy form show the same model twice. Results are printed and written to
+benchmarks/models_<device>.md and .json, with the machine, versions and the exact command.
+
+FLOPs are fvcore's: 1 FLOP per multiply-add. fvcore cannot see inside the custom op
+`zoo::dwconv2d` (every depthwise conv of the zoo), so a handle counts it as
+output numel x kh x kw multiply-adds, like fvcore's own conv handle; counting runs with the
+`torch` (F.conv2d) dwconv backend so that no depthwise conv takes a path fvcore cannot count
+(FFT). Elementwise ops (GELU, residual adds, SE gating, GRN) count 0 in fvcore.
+
+    python tools/benchmark_models.py                     # one model per family (DEFAULT_MODELS)
+    python tools/benchmark_models.py unireplknet_a --runs 7 --threads 2
+"""
+
+import argparse
+import copy
+import datetime
+import json
+import math
+import os
+import platform
+import statistics
+import sys
+import time
+from importlib.metadata import version
+from pathlib import Path
+
+import torch
+import torch.nn as nn
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import timm  # noqa: E402
+from fvcore.nn import FlopCountAnalysis  # noqa: E402
+from fvcore.nn.jit_handles import get_shape  # noqa: E402
+
+import ops  # noqa: E402
+import zoo  # noqa: E402
+
+# One representative model per family; a family adds its row here.
+DEFAULT_MODELS: dict[str, dict] = {
+    # model name: extra timm.create_model kwargs
+    "unireplknet_a": {},
+}
+
+FLOP_CONVENTION = "fvcore, 1 FLOP per multiply-add"
+
+
+def dwconv2d_flop_jit(inputs: list, outputs: list) -> int:
+    """fvcore handle for `zoo::dwconv2d`: output numel x kh x kw multiply-adds."""
+    weight_shape = get_shape(inputs[1])  # (C, 1, kh, kw)
+    return math.prod(get_shape(outputs[0])) * weight_shape[2] * weight_shape[3]
+
+
+def count_flops(model: nn.Module, input_size: tuple[int, ...]) -> int:
+    # ops' eager CPU path may compute a depthwise conv by FFT or call oneDNN around the custom
+    # op, which fvcore would miss or count differently; the reference backend is F.conv2d,
+    # counted by fvcore's conv handle in the same convention as the zoo::dwconv2d handle.
+    previous = ops.get_backend()
+    ops.set_backend("torch")
+    try:
+        flops = FlopCountAnalysis(model, torch.randn(1, *input_size))
+        flops.set_op_handle("zoo::dwconv2d", dwconv2d_flop_jit)
+        flops.unsupported_ops_warnings(False).uncalled_modules_warnings(False)
+        return int(flops.total())
+    finally:
+        ops.set_backend(previous)
+
+
+def has_deploy_form(model: nn.Module) -> bool:
+    return any(callable(getattr(m, "reparameterize", None)) for m in model.modules())
+
+
+@torch.no_grad()
+def throughput(models: dict[str, nn.Module], x: torch.Tensor, warmup: int, runs: int) -> dict:
+    """Median images/s of each model; runs interleave the models so load hits them alike."""
+    for model in models.values():
+        for _ in range(warmup):
+            model(x)
+    seconds: dict[str, list[float]] = {name: [] for name in models}
+    for _ in range(runs):
+        for name, model in models.items():
+            start = time.perf_counter()
+            model(x)
+            seconds[name].append(time.perf_counter() - start)
+    return {name: x.shape[0] / statistics.median(s) for name, s in seconds.items()}
+
+
+def benchmark(name: str, kwargs: dict, batch: int, warmup: int, runs: int) -> dict:
+    train = timm.create_model(name, **kwargs).eval()
+    input_size = tuple(train.pretrained_cfg["input_size"])
+    deployable = has_deploy_form(train)
+    deploy = zoo.reparameterize(copy.deepcopy(train)) if deployable else train
+    x = torch.randn(batch, *input_size)
+    with torch.no_grad():
+        max_diff = (train(x[:1]) - deploy(x[:1])).abs().max().item()
+    speed = throughput({"train": train, "deploy": deploy}, x, warmup, runs)
+    return dict(
+        model=name,
+        kwargs=kwargs,
+        input_size=input_size,
+        has_deploy_form=deployable,
+        params_train=sum(p.numel() for p in train.parameters()),
+        params_deploy=sum(p.numel() for p in deploy.parameters()),
+        flops_train=count_flops(train, input_size),
+        flops_deploy=count_flops(deploy, input_size),
+        img_s_train=speed["train"],
+        img_s_deploy=speed["deploy"],
+        speedup=speed["deploy"] / speed["train"],
+        max_abs_diff_deploy_vs_train=max_diff,
+    )
+
+
+def machine() -> str:
+    cpu = platform.processor() or "cpu"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return f"{cpu}, {os.cpu_count()} logical cores, ISA {torch.backends.cpu.get_cpu_capability()}"
+
+
+def load_average() -> str:
+    try:
+        return ", ".join(f"{v:.2f}" for v in os.getloadavg())
+    except OSError:
+        return "n/a"
+
+
+def render(rows: list[dict], meta: dict) -> str:
+    lines = [
+        "# Model benchmark (training form vs deploy form)",
+        "",
+        f"- date: {meta['date']}",
+        f"- machine: {meta['machine']}",
+        f"- torch {meta['torch']}, timm {meta['timm']}, fvcore {meta['fvcore']}, "
+        f"python {meta['python']}",
+        f"- CPU throughput: eval, no_grad, batch {meta['batch']}, float32, NCHW input, "
+        f"torch.set_num_threads({meta['threads']}), {meta['warmup']} warm-up runs, median of "
+        f"{meta['runs']} interleaved runs",
+        f"- load average (1, 5, 15 min) before: {meta['load_before']}; after: {meta['load_after']}",
+        f"- FLOPs: {FLOP_CONVENTION} (`zoo::dwconv2d` counted as output numel x kh x kw), "
+        "batch 1 at the model's default resolution",
+        f"- command: `{meta['command']}`",
+        "",
+        "| model | input | params train | params deploy | GFLOPs train | GFLOPs deploy "
+        "| img/s train | img/s deploy | deploy/train |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        deploy = "" if r["has_deploy_form"] else " (no deploy form)"
+        lines.append(
+            f"| {r['model']}{deploy} | {r['input_size'][1]}x{r['input_size'][2]} "
+            f"| {r['params_train']:,} | {r['params_deploy']:,} "
+            f"| {r['flops_train'] / 1e9:.3f} | {r['flops_deploy'] / 1e9:.3f} "
+            f"| {r['img_s_train']:.1f} | {r['img_s_deploy']:.1f} | {r['speedup']:.2f}x |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("models", nargs="*", help=f"timm names (default: {list(DEFAULT_MODELS)})")
+    parser.add_argument("--batch", type=int, default=8)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--warmup", type=int, default=3)
+    parser.add_argument("--runs", type=int, default=7)
+    parser.add_argument("--out", default="benchmarks")
+    args = parser.parse_args()
+    unknown = [m for m in args.models if not timm.is_model(m)]
+    if unknown:
+        parser.error(f"unknown model(s) {unknown}")
+    models = {m: DEFAULT_MODELS.get(m, {}) for m in args.models} or DEFAULT_MODELS
+    torch.set_num_threads(args.threads)
+
+    meta = dict(
+        date=f"{datetime.datetime.now(datetime.UTC):%Y-%m-%d %H:%M} UTC",
+        machine=machine(),
+        torch=torch.__version__,
+        timm=timm.__version__,
+        fvcore=version("fvcore"),
+        python=platform.python_version(),
+        threads=torch.get_num_threads(),
+        batch=args.batch,
+        warmup=args.warmup,
+        runs=args.runs,
+        load_before=load_average(),
+        command="python tools/benchmark_models.py " + " ".join(sys.argv[1:]),
+        flop_convention=FLOP_CONVENTION,
+    )
+    rows = []
+    for name, kwargs in models.items():
+        print(f"{name} ...", flush=True)
+        rows.append(benchmark(name, kwargs, args.batch, args.warmup, args.runs))
+    meta["load_after"] = load_average()
+    text = render(rows, meta)
+    print("\n" + text)
+    out = Path(args.out)
+    out.mkdir(exist_ok=True)
+    (out / "models_cpu.md").write_text(text)
+    (out / "models_cpu.json").write_text(json.dumps(dict(meta=meta, rows=rows), indent=1))
+    print(f"wrote {out / 'models_cpu.md'} and .json")
+
+
+if __name__ == "__main__":
+    main()
