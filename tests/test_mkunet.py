@@ -302,6 +302,23 @@ def test_checkpoint_with_wrong_keys_names_them(tmp_path):
         timm.create_model("mk_unet_t", pretrained=True, pretrained_cfg_overlay=dict(file=str(path)))
 
 
+def test_checkpoint_loads_with_new_heads_but_rejects_other_in_chans(tmp_path):
+    source = _randomize_(timm.create_model("mk_unet_t")).eval()
+    path = tmp_path / "official.pth"
+    torch.save(_to_official_keys(source.state_dict()), path)
+    overlay = dict(file=str(path))
+    model = timm.create_model(
+        "mk_unet_t", pretrained=True, num_classes=3, pretrained_cfg_overlay=overlay
+    ).eval()
+    x = torch.randn(1, 3, 32, 32)
+    with torch.no_grad():
+        assert torch.equal(model.forward_features(x), source.forward_features(x))
+    assert model(x).shape == (1, 3, 32, 32)
+    # the first block is 2 x in_chans wide: a 3-channel checkpoint cannot become 1-channel
+    with pytest.raises(ValueError, match=r"in_chans=1.*encoder\.0\.0\.pconv1\.0\.weight"):
+        timm.create_model("mk_unet_t", pretrained=True, in_chans=1, pretrained_cfg_overlay=overlay)
+
+
 def test_reset_classifier_replaces_all_heads():
     model = timm.create_model("mk_unet_t").eval()
     model.reset_classifier(4)

@@ -384,13 +384,28 @@ def checkpoint_filter_fn(state_dict: dict[str, Tensor], model: MKUNet) -> dict[s
     def names(keys):
         return {k for k in keys if not k.endswith("num_batches_tracked")}
 
-    expected = names(model.state_dict().keys())
-    missing = sorted(expected - names(out))
-    unexpected = sorted(names(out) - expected)
+    model_sd = model.state_dict()
+    missing = sorted(names(model_sd) - names(out))
+    unexpected = sorted(names(out) - names(model_sd))
     if missing or unexpected:
         raise ValueError(
             f"checkpoint does not match {type(model).__name__}: {len(missing)} missing keys "
             f"(first: {missing[:5]}), {len(unexpected)} unexpected keys (first: {unexpected[:5]})"
+        )
+    # Heads may differ (timm drops them when num_classes differs); nothing else may. The first
+    # block's expanded width is 2 x in_chans, so in_chans cannot be adapted like a stem conv.
+    mismatched = [
+        f"{k}: checkpoint {tuple(v.shape)} vs model {tuple(model_sd[k].shape)}"
+        for k, v in out.items()
+        if not k.startswith(("aux_heads.", "head.")) and v.shape != model_sd[k].shape
+    ]
+    if mismatched:
+        raise ValueError(
+            f"checkpoint shapes do not fit this {type(model).__name__} (in_chans="
+            f"{model.in_chans}; a wrong variant, or a checkpoint trained with other in_chans: "
+            f"MK-UNet's first block widens in_chans x2, so it cannot be adapted; a 3-channel "
+            f"model takes 1-channel images as they are): {len(mismatched)} tensors, first: "
+            f"{mismatched[:3]}"
         )
     return out
 
@@ -412,7 +427,7 @@ def _cfg(**kwargs) -> dict:
         # the released polyp pipeline normalises with ImageNet statistics
         "mean": IMAGENET_DEFAULT_MEAN,
         "std": IMAGENET_DEFAULT_STD,
-        "first_conv": ("encoder.0.0.pconv1.0", "encoder.0.0.conv1x1"),
+        "first_conv": "encoder.0.0.pconv1.0",
         "classifier": ("aux_heads.0", "aux_heads.1", "aux_heads.2", "head"),
         "license": "bsd-3-clause",
         "paper_ids": "arXiv:2509.18493",
