@@ -274,6 +274,11 @@ def _interpreter_tiles(out_hw, channels, taps_hw) -> _Tiles:
     return _Tiles(tile_h, tile_w, block_c, tap_h, tap_w, num_warps=1)
 
 
+def _warps(elements: int, most: int) -> int:
+    """~4-8 elements of the tile per thread; small maps get fewer warps, not idle ones."""
+    return max(1, min(most, _pow2(elements) // 256))
+
+
 def _direct_tiles(out_hw, channels, taps_hw, channels_last: bool) -> _Tiles:
     if _TUNING == "interpreter":
         return _interpreter_tiles(out_hw, channels, taps_hw)
@@ -283,30 +288,31 @@ def _direct_tiles(out_hw, channels, taps_hw, channels_last: bool) -> _Tiles:
         block_c = min(_pow2(channels), 64)
         block_p = max(32, 2048 // block_c)
         tile_w = min(_pow2(wo), 16, block_p)
-        tile_h = max(1, block_p // tile_w)
-        return _Tiles(tile_h, tile_w, block_c, 1, 1, num_warps=4)
+        tile_h = max(1, min(_pow2(ho), block_p // tile_w))
+        return _Tiles(tile_h, tile_w, block_c, 1, 1, _warps(tile_h * tile_w * block_c, 4))
     # NCHW: a tile of one plane, W contiguous.
     tile_w = min(_pow2(wo), 64)
     tile_h = max(1, min(_pow2(ho), 1024 // tile_w))
-    warps = 8 if tile_h * tile_w >= 1024 else 4
-    return _Tiles(tile_h, tile_w, 1, 1, 1, num_warps=warps)
+    return _Tiles(tile_h, tile_w, 1, 1, 1, _warps(tile_h * tile_w, 8))
 
 
 def _weight_grad_tiles(out_hw, channels, taps_hw, channels_last: bool) -> _Tiles:
     if _TUNING == "interpreter":
         return _interpreter_tiles(out_hw, channels, taps_hw)
     # The accumulator is [BLOCK_P, BLOCK_C, taps]: keep it near 4096 fp32 (32 per thread).
+    ho, wo = out_hw
     tap_w = min(_pow2(taps_hw[1]), 8)
     if channels_last:
         block_c = min(_pow2(channels), 32)
         block_p = max(8, 4096 // (block_c * tap_w))
-        tile_w = min(_pow2(out_hw[1]), 8, block_p)
+        tile_w = min(_pow2(wo), 8, block_p)
     else:
         block_c = 1
         block_p = 4096 // tap_w
-        tile_w = min(_pow2(out_hw[1]), 64)
-    tile_h = max(1, block_p // tile_w)
-    return _Tiles(tile_h, tile_w, block_c, 1, tap_w, num_warps=4)
+        tile_w = min(_pow2(wo), 64)
+    tile_h = max(1, min(_pow2(ho), block_p // tile_w))
+    elements = tile_h * tile_w * block_c * tap_w
+    return _Tiles(tile_h, tile_w, block_c, 1, tap_w, _warps(elements // 4, 4))
 
 
 # ----------------------------------------------------------------------------------------------
