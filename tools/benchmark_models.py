@@ -44,6 +44,21 @@ import zoo  # noqa: E402
 DEFAULT_MODELS: dict[str, dict] = {
     # model name: extra timm.create_model kwargs
     "unireplknet_a": {},
+    "mk_unet_b": {},
+}
+
+# Published FLOPs, printed under the table next to ours with how the paper counted them.
+PAPER_FLOPS: dict[str, tuple[float, str]] = {
+    "mk_unet_b": (
+        0.314e9,
+        "MK-UNet paper, 256x256. It is ptflops' module-hook count of the official model "
+        "(313,757,368 measured). Relative to our count it adds, exactly: ReLU6/ReLU modules "
+        "(9.63 M), CBAM adaptive avg/max pools (0.99 M), conv biases and the three "
+        "deep-supervision heads the official forward computes but discards (1.05 M); and it "
+        "skips F.interpolate (6.13 M, counted by fvcore). "
+        "fvcore on the official model gives 0.3087 G (its avg-pool module adds 0.49 M; our "
+        "channel attention pools with x.mean, which fvcore does not count)",
+    ),
 }
 
 FLOP_CONVENTION = "fvcore, 1 FLOP per multiply-add"
@@ -160,6 +175,15 @@ def render(rows: list[dict], meta: dict) -> str:
             f"| {r['params_train']:,} | {r['params_deploy']:,} "
             f"| {r['flops_train'] / 1e9:.3f} | {r['flops_deploy'] / 1e9:.3f} "
             f"| {r['img_s_train']:.1f} | {r['img_s_deploy']:.1f} | {r['speedup']:.2f}x |"
+        )
+    published = [r for r in rows if r["model"] in PAPER_FLOPS]
+    if published:
+        lines += ["", "Published FLOPs:", ""]
+    for r in published:
+        paper, how = PAPER_FLOPS[r["model"]]
+        lines.append(
+            f"- {r['model']}: ours {r['flops_train'] / 1e9:.4f} G (fvcore) vs paper "
+            f"{paper / 1e9:.3f} G. {how}."
         )
     return "\n".join(lines) + "\n"
 
