@@ -1,9 +1,11 @@
 """Large-kernel convnet zoo: importing it registers every model family with timm."""
 
-from . import bevanet  # noqa: F401  (registers with timm)
-from . import inceptionnext  # noqa: F401  (registers with timm)
-from . import mkunet  # noqa: F401  (registers with timm)
-from . import unireplknet  # noqa: F401  (registers with timm)
+from . import (
+    bevanet,  # noqa: F401  (registers with timm)
+    inceptionnext,  # noqa: F401  (registers with timm)
+    mkunet,  # noqa: F401  (registers with timm)
+    unireplknet,  # noqa: F401  (registers with timm)
+)
 from .reparam import reparameterize
 
 __all__ = ["reparameterize"]
