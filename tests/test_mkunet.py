@@ -144,20 +144,67 @@ def test_forward_skips_the_coarse_heads():
     assert len(calls) == 3
 
 
-def test_coarse_heads_are_bilinear_upsamplings_of_low_resolution_maps():
-    # p1, p2, p3 are smooth x8, x4, x2 upsamplings: downsampling by average pooling and
-    # upsampling again must nearly reproduce them (a full-resolution map would not survive)
+def test_coarse_heads_are_bilinear_upsamplings_from_1_8_1_4_1_2():
     model = _randomize_(timm.create_model("mk_unet_t")).eval()
+    raw = []
+    for head in model.aux_heads:
+        head.register_forward_hook(lambda mod, args, out: raw.append(out))
     with torch.no_grad():
-        heads = model.forward_heads(torch.randn(1, 3, 64, 64))
-    for name, factor in (("p1", 8), ("p2", 4), ("p3", 2)):
-        low = F.avg_pool2d(heads[name], factor)
+        heads = model.forward_heads(torch.randn(1, 3, 64, 96))
+    for (name, factor), low in zip((("p1", 8), ("p2", 4), ("p3", 2)), raw, strict=True):
+        assert low.shape == (1, 1, 64 // factor, 96 // factor), name
         up = F.interpolate(low, scale_factor=factor, mode="bilinear", align_corners=False)
-        rel = (up - heads[name]).abs().max() / heads[name].abs().max()
-        assert rel < 0.35, name
-    low = F.avg_pool2d(heads["p4"], 8)
-    up = F.interpolate(low, scale_factor=8, mode="bilinear", align_corners=False)
-    assert (up - heads["p4"]).abs().max() / heads["p4"].abs().max() > 0.35
+        assert torch.equal(heads[name], up), name
+
+
+def _bn(x, bn):
+    return F.batch_norm(x, bn.running_mean, bn.running_var, bn.weight, bn.bias, eps=bn.eps)
+
+
+def _reference_heads(model, x):
+    """The wiring of shared/specs/mkunet.md 1.4-1.7 written out with F calls (eval mode)."""
+    skips = []
+    for stage in model.encoder:  # skips are taken after each max-pool
+        x = F.max_pool2d(stage(x), 2, 2)
+        skips.append(x)
+    out, heads = skips.pop(), {}
+    for i in range(5):
+        ca = model.channel_attn[i]  # a = sigmoid(W2 relu(W1 avg) + W2 relu(W1 max))
+        logit = sum(
+            F.conv2d(F.relu(F.conv2d(pooled, ca.fc1.weight)), ca.fc2.weight)
+            for pooled in (out.mean((2, 3), keepdim=True), out.amax((2, 3), keepdim=True))
+        )
+        out = out * torch.sigmoid(logit)
+        sa = model.spatial_attn.conv.weight  # the same 7x7 conv at every stage
+        pooled = torch.cat([out.mean(1, keepdim=True), out.amax(1, keepdim=True)], 1)
+        out = out * torch.sigmoid(F.conv2d(pooled, sa, padding=3))
+        out = model.decoder[i](out)
+        out = F.relu(F.interpolate(out, scale_factor=2, mode="bilinear", align_corners=False))
+        if 1 <= i <= 3:
+            head = model.aux_heads[i - 1]
+            heads[f"p{i}"] = F.interpolate(
+                F.conv2d(out, head.weight, head.bias), scale_factor=2 ** (4 - i), mode="bilinear"
+            )
+        if i < 4:
+            gate, skip = model.skip_gate[i], skips[3 - i]
+            wg, wx, psi = gate.W_g[0], gate.W_x[0], gate.psi[0]
+            g1 = _bn(F.conv2d(out, wg.weight, wg.bias, padding=1, groups=wg.groups), gate.W_g[1])
+            x1 = _bn(F.conv2d(skip, wx.weight, wx.bias, padding=1, groups=wx.groups), gate.W_x[1])
+            a = torch.sigmoid(_bn(F.conv2d(F.relu(g1 + x1), psi.weight, psi.bias), gate.psi[1]))
+            out = out + skip * a
+    heads["p4"] = F.conv2d(out, model.head.weight, model.head.bias)
+    return heads
+
+
+@pytest.mark.parametrize("name", ["mk_unet_t", "mk_unet_s"])
+def test_heads_match_decoder_wiring_written_out(name):
+    model = _randomize_(timm.create_model(name, num_classes=2)).eval()
+    x = torch.randn(2, 3, 64, 96)
+    with torch.no_grad():
+        heads, expected = model.forward_heads(x), _reference_heads(model, x)
+    assert sorted(heads) == sorted(expected)
+    for key in expected:
+        torch.testing.assert_close(heads[key], expected[key], rtol=1e-5, atol=1e-5)
 
 
 @pytest.mark.parametrize("size", [(32, 32), (64, 96), (96, 64), (160, 128)])
