@@ -4,31 +4,36 @@ Notation: x (N, C, H, W), weight (C, 1, kh, kw), padding (ph, pw) >= 0, dilation
 output (N, C, Ho, Wo) with Ho = H + 2 ph - dh (kh - 1). Output pixel (oh, ow) reads the input at
 (oh - ph + i dh, ow - pw + j dw) for tap (i, j); reads outside the map are zero padding.
 
-Two kernels:
+Three kernels:
 - `_direct_kernel` computes y = x (*) w for one output tile [TILE_H x TILE_W pixels, BLOCK_C
-  channels] of one image per program. The input-gradient is the same kernel run on grad_out with
-  the 180-degree-rotated kernel and padding dh (kh - 1) - ph (which can be negative when the
-  padding exceeds the kernel extent; the kernel treats padding as a plain offset).
+  channels] of one image per program, looping over (chunks of) taps. The input-gradient is the
+  same kernel run on grad_out with the 180-degree-rotated kernel and padding dh (kh - 1) - ph
+  (negative when the padding exceeds the kernel extent; the kernels treat padding as an offset).
+- `_row_toeplitz_kernel` is the tensor-core form of the same (NCHW, fp16/bf16, wide kernels on
+  a GPU): per kernel row, an input strip times a banded Toeplitz matrix built from that row.
 - `_weight_grad_kernel`: each program owns [BLOCK_C channels, one chunk of TAP_H x TAP_W taps]
   and one of SPLITS interleaved shares of the (image, output tile) pairs; it accumulates
   x * grad_out element-wise in registers, reduces over pixels once at the end and writes its
   partial sums to an fp32 workspace (SPLITS, C, kh, kw), which is then summed: deterministic, no
   atomics.
 
-Both kernels address memory through strides, so NCHW and channels_last (and any other strided
-view) run unchanged; outputs are allocated in the input's memory format. Every load is upcast to
-the accumulation type (fp32, or fp64 for fp64 storage) before arithmetic: fp32 accumulation is
-what half-precision storage needs, and Triton's CPU interpreter computes bf16 arithmetic wrongly.
+All kernels address memory through strides, so NCHW and channels_last (and any other strided
+view) run unchanged; outputs are allocated in the input's memory format. Accumulation is fp32
+(fp64 for fp64 storage). Every load is upcast to that type before arithmetic, except the 16-bit
+tensor-core operands on a GPU (Triton's CPU interpreter computes bf16 arithmetic wrongly, so
+there they are upcast too).
 
-Taps that only read padding are never visited: each program clips its tap loop (forward) or its
-pixel loop (weight-grad) to the range that can reach the map, separately along H and W.
+Taps that only read padding are never loaded: each program clips its tap loop (forward) or its
+pixel loop (weight-grad) to the range that can reach the map, separately along H and W (the
+Toeplitz kernel masks the clipped columns out of its band).
 
 Tile shapes come from a heuristic table (`_direct_tiles`, `_weight_grad_tiles`) with two
 targets. On a GPU: NHWC tiles of [32-128 pixels, up to 64 contiguous channels], NCHW tiles of
-one plane's [TILE_H x up to 64] pixels, one tap per loop iteration (loads hit L1; not measured
-here, no GPU was available when this was written). Under TRITON_INTERPRET=1 (CPU tests): each
-tl op costs ~0.1-2 ms per program, so programs cover a whole small map and all channels and
-vectorise a whole block of taps, bounded by an element budget per op.
+one plane's [TILE_H x up to 64] pixels, one tap per loop iteration (loads hit L1), and the
+Toeplitz kernel for NCHW fp16/bf16 with kw >= 13. None of it was timed (no GPU was available
+when this was written); the tests compile every kernel for sm_90. Under TRITON_INTERPRET=1 (CPU
+tests) each tl op costs ~0.1-2 ms per program, so programs cover a whole small map and all
+channels and vectorise a whole block of taps, bounded by an element budget per op.
 """
 
 from __future__ import annotations
@@ -130,6 +135,66 @@ def _direct_kernel(
         y_ptr + pid_n * syn + y_off,
         acc.to(y_ptr.dtype.element_ty),
         mask=p_ok[:, None] & c_ok[None, :],
+    )
+
+
+@_jit
+def _row_toeplitz_kernel(
+    x_ptr, w_ptr, b_ptr, y_ptr,
+    C, H, W, HO, WO,
+    sxn, sxc, sxh, sxw,
+    swc, swh, sww,
+    syn, syc, syh, syw,
+    pad_h, pad_w, dil_h, dil_w, KH, KW,
+    HAS_BIAS: tl.constexpr, ACC: tl.constexpr, DOT: tl.constexpr, IDX: tl.constexpr,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
+):  # fmt: skip
+    """Tensor-core form of `_direct_kernel` for one plane's [BLOCK_M rows, BLOCK_N cols] tile:
+    for each kernel row i, y += X_i @ T_i with X_i [BLOCK_M, BLOCK_K] the input rows read by
+    that kernel row (columns ow0 - pw ... ow0 - pw + BLOCK_K) and T_i [BLOCK_K, BLOCK_N] the
+    banded Toeplitz matrix T_i[k, n] = w[i, j] where k - n = j * dw (zero elsewhere)."""
+    pid = tl.program_id(0).to(IDX)
+    c = tl.program_id(1).to(IDX)
+    tiles_w = (WO + BLOCK_N - 1) // BLOCK_N
+    tiles = ((HO + BLOCK_M - 1) // BLOCK_M) * tiles_w
+    n = (pid // tiles).to(tl.int64)
+    oh0 = ((pid % tiles) // tiles_w) * BLOCK_M
+    ow0 = ((pid % tiles) % tiles_w) * BLOCK_N
+    oh = oh0 + tl.arange(0, BLOCK_M).to(IDX)
+    ow = ow0 + tl.arange(0, BLOCK_N).to(IDX)
+    k = tl.arange(0, BLOCK_K).to(IDX)
+
+    # Tap clipping as in `_direct_kernel`.
+    kh_lo = (tl.maximum(pad_h - (tl.minimum(oh0 + BLOCK_M, HO) - 1), 0) + dil_h - 1) // dil_h
+    kh_hi = tl.minimum((tl.maximum(H - 1 + pad_h - oh0, -1) + dil_h) // dil_h, KH)
+    kw_lo = (tl.maximum(pad_w - (tl.minimum(ow0 + BLOCK_N, WO) - 1), 0) + dil_w - 1) // dil_w
+    kw_hi = tl.minimum((tl.maximum(W - 1 + pad_w - ow0, -1) + dil_w) // dil_w, KW)
+
+    iw = ow0 - pad_w + k
+    col_ok = (iw >= 0) & (iw < W)
+    d = tl.maximum(k[:, None] - (ow - ow0)[None, :], -1)  # [BLOCK_K, BLOCK_N]: j * dw on the band
+    j = tl.maximum(d, 0) // dil_w
+    band = (d >= 0) & (tl.maximum(d, 0) % dil_w == 0) & (j >= kw_lo) & (j < kw_hi)
+    x_base = x_ptr + n * sxn + c * sxc
+    w_band = w_ptr + c * swc + j * sww
+    acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=ACC)
+    for i in range(kh_lo, kh_hi):
+        ih = oh - pad_h + i * dil_h
+        xi = tl.load(
+            x_base + (ih * sxh)[:, None] + (iw * sxw)[None, :],
+            mask=((ih >= 0) & (ih < H))[:, None] & col_ok[None, :],
+            other=0.0,
+        ).to(DOT)
+        ti = tl.load(w_band + i * swh, mask=band, other=0.0).to(DOT)
+        acc = tl.dot(xi, ti, acc, input_precision="ieee")
+
+    if HAS_BIAS:
+        acc += tl.load(b_ptr + c).to(ACC)
+    y_off = (oh * syh)[:, None] + (ow * syw)[None, :]
+    tl.store(
+        y_ptr + n * syn + c * syc + y_off,
+        acc.to(y_ptr.dtype.element_ty),
+        mask=(oh < HO)[:, None] & (ow < WO)[None, :],
     )
 
 
@@ -315,6 +380,43 @@ def _weight_grad_tiles(out_hw, channels, taps_hw, channels_last: bool) -> _Tiles
     return _Tiles(tile_h, tile_w, block_c, 1, tap_w, _warps(elements // 4, 4))
 
 
+# The tensor-core row-Toeplitz form (specs/dwconv_kernels.md 2.4b) is chosen for NCHW fp16/bf16
+# on a GPU with wide kernels: there the direct kernel does one L1 load per FMA. The thresholds are
+# the spec's design note, not measured (no GPU was available).
+_TOEPLITZ_DTYPES = (torch.float16, torch.bfloat16)
+_TOEPLITZ_MIN_WIDTH = 13
+_TOEPLITZ_MAX_K = 256
+
+
+def _toeplitz_blocks(out_hw, kernel_w: int, dil_w: int) -> tuple[int, int, int] | None:
+    """(BLOCK_M, BLOCK_N, BLOCK_K), or None when even the narrowest tile needs K > _TOEPLITZ_MAX_K.
+
+    Per output and kernel row a tile loads BLOCK_K / BLOCK_N input and BLOCK_K / BLOCK_M band
+    elements (vs kernel_w loads in the direct kernel); BLOCK_N is chosen to minimise that, then
+    the tensor-core work BLOCK_K (of which kernel_w taps are useful).
+    """
+    block_m = min(64, max(16, _pow2(out_hw[0])))
+    extra = dil_w * (kernel_w - 1)
+    widths = [n for n in (16, 32, 64) if n <= max(16, _pow2(out_hw[1]))]
+    block_n = min(widths, key=lambda n: (_pow2(n + extra) * (1 / n + 1 / block_m), n + extra))
+    block_k = _pow2(block_n + extra)
+    if block_k > _TOEPLITZ_MAX_K:
+        return None
+    return block_m, block_n, block_k
+
+
+def _dot_type(dtype: torch.dtype):
+    # 16-bit operands go to the tensor cores as they are; the interpreter gets fp32 operands
+    # because it computes bf16 arithmetic wrongly.
+    if dtype == torch.float64:
+        return tl.float64
+    if dtype == torch.float16 and not _INTERPRETED:
+        return tl.float16
+    if dtype == torch.bfloat16 and not _INTERPRETED:
+        return tl.bfloat16
+    return tl.float32
+
+
 # ----------------------------------------------------------------------------------------------
 # Launchers
 
@@ -376,22 +478,37 @@ def _direct(
         _tap_span(ho, h, padding[0], dilation[0], kh),
         _tap_span(wo, w, padding[1], dilation[1], kw),
     )
-    tiles = _direct_tiles(
-        out_hw, c, (taps_hw[0][1] - taps_hw[0][0], taps_hw[1][1] - taps_hw[1][0]), channels_last
-    )
     wk = _kernel_view(weight, channels_last)
-    grid = (
-        n * triton.cdiv(ho, tiles.tile_h) * triton.cdiv(wo, tiles.tile_w),
-        triton.cdiv(c, tiles.block_c),
-    )
-    _direct_kernel[grid](
+    blocks = None
+    if (
+        _TUNING == "gpu"
+        and not channels_last
+        and x.dtype in _TOEPLITZ_DTYPES
+        and kw >= _TOEPLITZ_MIN_WIDTH
+    ):
+        blocks = _toeplitz_blocks(out_hw, kw, dilation[1])
+    common = (
         x, wk, x if bias is None else bias, y,
         c, h, w, ho, wo,
         *x.stride(), *wk.stride(), *y.stride(),
         padding[0], padding[1], dilation[0], dilation[1], kh, kw,
-        HAS_BIAS=bias is not None, ACC=_accumulator(x.dtype), IDX=_index_type(x, y),
-        **tiles.constexprs(),
     )  # fmt: skip
+    flags = dict(HAS_BIAS=bias is not None, ACC=_accumulator(x.dtype), IDX=_index_type(x, y))
+    if blocks is not None:
+        block_m, block_n, block_k = blocks
+        grid = (n * triton.cdiv(ho, block_m) * triton.cdiv(wo, block_n), c)
+        _row_toeplitz_kernel[grid](
+            *common, DOT=_dot_type(x.dtype), BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_K=block_k,
+            num_warps=4, **flags,
+        )  # fmt: skip
+        return y
+    taps = (taps_hw[0][1] - taps_hw[0][0], taps_hw[1][1] - taps_hw[1][0])
+    tiles = _direct_tiles(out_hw, c, taps, channels_last)
+    grid = (
+        n * triton.cdiv(ho, tiles.tile_h) * triton.cdiv(wo, tiles.tile_w),
+        triton.cdiv(c, tiles.block_c),
+    )
+    _direct_kernel[grid](*common, **flags, **tiles.constexprs())
     return y
 
 

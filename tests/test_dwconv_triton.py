@@ -282,10 +282,78 @@ def test_triton_gpu_tiling_matches_conv2d(monkeypatch, case):
     _compare(case)
 
 
+# Tensor-core row-Toeplitz form of forward / input-grad (NCHW fp16/bf16 with kw >= 13 on a
+# GPU). Here it runs in float64 (the interpreter's tl.dot is a numpy matmul), with the selection
+# opened to every kernel width; the direct kernel is made unusable to prove which one ran.
+TOEPLITZ_CASES = [
+    (2, 3, 7, 7, (3, 3), "same", (1, 1), False, True),
+    (1, 2, 9, 9, (31, 31), "same", (1, 1), False, True),  # kernel larger than the map
+    (2, 2, 5, 6, (2, 4), (5, 2), (2, 2), False, False),  # padding beyond the dilated kernel
+    (1, 2, 6, 5, (3, 7), (0, 9), (1, 3), False, True),
+    (1, 2, 20, 70, (5, 13), (2, 6), (1, 1), False, True),  # several tiles per plane
+]
+
+
+class _Refuse:
+    def __getitem__(self, grid):
+        raise AssertionError("the direct kernel ran instead of the row-Toeplitz kernel")
+
+
+@pytest.fixture
+def toeplitz_everywhere(monkeypatch):
+    monkeypatch.setattr(dwconv_triton, "_TUNING", "gpu")
+    monkeypatch.setattr(dwconv_triton, "_TOEPLITZ_DTYPES", (torch.float64,))
+    monkeypatch.setattr(dwconv_triton, "_TOEPLITZ_MIN_WIDTH", 1)
+    monkeypatch.setattr(dwconv_triton, "_direct_kernel", _Refuse())
+
+
+@pytest.mark.parametrize("case", TOEPLITZ_CASES, ids=_case_id)
+def test_triton_row_toeplitz_forward_and_input_grad_match_conv2d(toeplitz_everywhere, case):
+    n, c, h, w, kernel, padding, dilation, channels_last, bias = case
+    x, weight, b = _make(n, c, h, w, kernel, channels_last, bias)
+    pad = _padding_pair(kernel, padding, dilation)
+    y = dwconv_triton.forward(x, weight, b, pad, dilation)
+    y_ref = F.conv2d(x, weight, b, padding=pad, dilation=dilation, groups=c)
+    torch.testing.assert_close(y, y_ref, atol=1e-10, rtol=0)
+    grad = _randn(y.shape, y.dtype)
+    grad_x = dwconv_triton.backward_input(grad, weight, (h, w), pad, dilation)
+    ref_x = torch.ops.aten.convolution_backward(
+        grad, x, weight, None, [1, 1], list(pad), list(dilation), False, [0, 0], c,
+        [True, False, False],
+    )[0]  # fmt: skip
+    torch.testing.assert_close(grad_x, ref_x, atol=1e-10, rtol=0)
+
+
+def test_triton_row_toeplitz_skips_taps_that_only_read_padding(toeplitz_everywhere):
+    x, weight, _ = _make(2, 3, 5, 5, (31, 31), False, False)
+    reachable = torch.zeros(31, 31, dtype=torch.bool)
+    reachable[11:20, 11:20] = True
+    y = dwconv_triton.forward(
+        x, weight.masked_fill(~reachable, float("nan")), None, (15, 15), (1, 1)
+    )
+    ref = F.conv2d(x, weight.masked_fill(~reachable, 0.0), padding=15, groups=3)
+    torch.testing.assert_close(y, ref, atol=1e-12, rtol=0)
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=str)
+def test_triton_row_toeplitz_is_chosen_for_wide_half_kernels(monkeypatch, dtype):
+    """The default selection on a GPU (NCHW, 16-bit, kernel width >= 13) takes the Toeplitz
+    kernel; under the interpreter its operands are fp32, so this checks layout and indexing, with
+    the half-precision tolerances above."""
+    monkeypatch.setattr(dwconv_triton, "_TUNING", "gpu")
+    monkeypatch.setattr(dwconv_triton, "_direct_kernel", _Refuse())
+    x, weight, b = _make(2, 3, 6, 9, (3, 13), False, True, dtype)
+    y = dwconv_triton.forward(x, weight, b, (1, 6), (1, 1))
+    ref = F.conv2d(x.float(), weight.float(), b.float(), padding=(1, 6), groups=3)
+    assert y.dtype == dtype
+    assert (y.float() - ref).abs().max() <= HALF_TOLERANCE[dtype] * ref.abs().max()
+
+
 # The interpreter never runs Triton's compiler, so compile the kernels for an H100 (sm_90)
 # here, with the specialisation a real launch gets (unit strides become constants, sizes and
-# strides divisible by 16 are marked so): a GPU-only compile error fails here, and the
-# channels_last tiles must turn into 16-byte vector loads of contiguous channels.
+# strides divisible by 16 are marked so): a GPU-only compile error fails here, the
+# channels_last tiles must turn into 16-byte vector loads of contiguous channels, and the
+# row-Toeplitz kernel into Hopper tensor-core instructions.
 _COMPILE_FOR_H100 = """
 import triton, triton.language as tl
 from triton.backends.compiler import GPUTarget
@@ -297,14 +365,17 @@ target = GPUTarget("cuda", 90, 32)
 
 
 def build(fn, pointers, unit_strides, divisible, tiles, **consts):
-    consts.update(IDX=tl.int32, **{k: v for k, v in tiles.constexprs().items() if k != "num_warps"})
+    consts["IDX"] = tl.int32
+    if tiles is not None:
+        consts.update({k: v for k, v in tiles.constexprs().items() if k != "num_warps"})
     consts.update({name: 1 for name in unit_strides})
     signature = {
         name: "constexpr" if name in consts else pointers.get(name, "i32") for name in fn.arg_names
     }
     attrs = {(fn.arg_names.index(name),): [["tt.divisibility", 16]] for name in divisible}
     source = ASTSource(fn=fn, signature=signature, constexprs=consts, attrs=attrs)
-    return triton.compile(source, target=target, options=dict(num_warps=tiles.num_warps)).asm["ptx"]
+    warps = 4 if tiles is None else tiles.num_warps
+    return triton.compile(source, target=target, options=dict(num_warps=warps)).asm["ptx"]
 
 
 for channels_last in (False, True):
@@ -328,10 +399,21 @@ for channels_last in (False, True):
         tiles, ACC=tl.float32,
     )
     print(cl, ptx_fwd.count("ld.global.v4"), ptx_wgrad.count("ld.global.v4"))
+
+block_m, block_n, block_k = T._toeplitz_blocks((56, 56), 31, 1)
+ptx = build(
+    T._row_toeplitz_kernel,
+    {p: "*bf16" for p in ("x_ptr", "w_ptr", "b_ptr", "y_ptr")},
+    ("sxw", "sww", "syw"),
+    ("x_ptr", "w_ptr", "b_ptr", "y_ptr", "sxn", "sxc", "sxh", "syn", "syc", "syh"),
+    None, HAS_BIAS=True, ACC=tl.float32, DOT=tl.bfloat16,
+    BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_K=block_k,
+)
+print("toeplitz", ptx.count("wgmma.mma_async"), 0)
 """
 
 
-def test_triton_kernels_compile_for_h100_with_vector_loads_in_channels_last():
+def test_triton_kernels_compile_for_h100_with_vector_loads_and_tensor_cores():
     pytest.importorskip("triton.backends.nvidia")
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
     done = subprocess.run(
@@ -344,6 +426,7 @@ def test_triton_kernels_compile_for_h100_with_vector_loads_in_channels_last():
         if line
     }
     assert counts["True"][0] > 0 and counts["True"][1] > 0, counts  # channels_last: vector loads
+    assert counts["toeplitz"][0] > 0, counts  # Hopper tensor-core instructions (wgmma)
 
 
 # ----------------------------------------------------------------------------------------------
