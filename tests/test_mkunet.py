@@ -280,6 +280,8 @@ def test_unknown_kwarg_raises_type_error():
 def test_bad_stage_config_raises():
     with pytest.raises(ValueError, match="channels must have 5 entries"):
         MKUNet(channels=(8, 16, 32, 64))
+    with pytest.raises(ValueError, match=r"depths=\(1, 0, 1, 1, 1\)"):
+        MKUNet(depths=(1, 0, 1, 1, 1))
 
 
 # ---------------------------------------------------------------------------------------------

@@ -239,6 +239,8 @@ class MKUNet(nn.Module):
                 raise ValueError(
                     f"MK-UNet has five stages; {name} must have 5 entries, got {value}"
                 )
+        if min(depths) < 1:
+            raise ValueError(f"every encoder stage needs at least one block, got depths={depths}")
         if sa_kernel_size % 2 != 1 or gate_kernel_size % 2 != 1:
             raise ValueError(
                 "attention kernels must be odd (same padding), got "
