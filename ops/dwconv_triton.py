@@ -271,6 +271,62 @@ def _weight_grad_kernel(
     )
 
 
+@_jit
+def _row_toeplitz_weight_grad_kernel(
+    x_ptr, dy_ptr, dw_ptr,
+    N, C, H, W, HO, WO,
+    sxn, sxc, sxh, sxw,
+    sdn, sdc, sdh, sdw,
+    swc, swh, sww,
+    pad_h, pad_w, dil_h, dil_w, KH, KW,
+    kh_first, kw_first, kw_last,
+    ACC: tl.constexpr, DOT: tl.constexpr, IDX: tl.constexpr,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
+):  # fmt: skip
+    """dW[c, i, :] for one channel c and kernel row i, on tensor cores: G = sum over images and
+    output tiles of X_i^T @ dY ([BLOCK_K, BLOCK_M] @ [BLOCK_M, BLOCK_N], X_i as in
+    `_row_toeplitz_kernel`), then dW[c, i, j] = sum_n G[n + j dw, n], a diagonal of G. Every dW
+    element is written by exactly one program: deterministic without a workspace."""
+    i = kh_first + tl.program_id(0).to(IDX)
+    c = tl.program_id(1).to(IDX)
+    # Output rows that read the map through kernel row i; columns that read it through any tap.
+    oh_lo = tl.maximum(pad_h - i * dil_h, 0)
+    oh_hi = tl.minimum(H + pad_h - i * dil_h, HO)
+    ow_lo = tl.maximum(pad_w - (KW - 1) * dil_w, 0)
+    ow_hi = tl.minimum(W + pad_w, WO)
+    tiles_w = (tl.maximum(ow_hi - ow_lo, 0) + BLOCK_N - 1) // BLOCK_N
+    tiles = ((tl.maximum(oh_hi - oh_lo, 0) + BLOCK_M - 1) // BLOCK_M) * tiles_w
+
+    r = tl.arange(0, BLOCK_M).to(IDX)
+    q = tl.arange(0, BLOCK_N).to(IDX)
+    k = tl.arange(0, BLOCK_K).to(IDX)
+    x_chan = x_ptr + c * sxc
+    dy_chan = dy_ptr + c * sdc
+    g = tl.zeros((BLOCK_K, BLOCK_N), dtype=ACC)
+    for t in range(0, N * tiles):
+        img = (t // tiles).to(tl.int64)
+        oh = oh_lo + ((t % tiles) // tiles_w) * BLOCK_M + r
+        ow0 = ow_lo + ((t % tiles) % tiles_w) * BLOCK_N
+        row_ok = oh < oh_hi
+        iw = ow0 - pad_w + k
+        xi = tl.load(
+            x_chan + img * sxn + ((oh - pad_h + i * dil_h) * sxh)[:, None] + (iw * sxw)[None, :],
+            mask=row_ok[:, None] & ((iw >= 0) & (iw < W))[None, :],
+            other=0.0,
+        ).to(DOT)
+        dyi = tl.load(
+            dy_chan + img * sdn + (oh * sdh)[:, None] + ((ow0 + q) * sdw)[None, :],
+            mask=row_ok[:, None] & (ow0 + q < ow_hi)[None, :],
+            other=0.0,
+        ).to(DOT)
+        g = tl.dot(tl.trans(xi), dyi, g, input_precision="ieee")
+
+    diagonal = k[:, None] - q[None, :]  # [BLOCK_K, BLOCK_N]: j * dw on the band
+    for j in range(kw_first, kw_last):
+        total = tl.sum(tl.sum(tl.where(diagonal == j * dil_w, g, 0.0), axis=1), axis=0)
+        tl.store(dw_ptr + c * swc + i * swh + j * sww, total)
+
+
 # ----------------------------------------------------------------------------------------------
 # Launch parameters
 
@@ -562,7 +618,27 @@ def backward_weight(
     )
     if n * c * ho * wo == 0 or kh_hi == kh_lo or kw_hi == kw_lo:
         return torch.zeros((c, 1, kh, kw), dtype=acc_dtype, device=x.device)
-    tiles = _weight_grad_tiles((ho, wo), c, (kh_hi - kh_lo, kw_hi - kw_lo), _is_channels_last(x))
+    channels_last = _is_channels_last(x)
+    if (
+        _TUNING == "gpu"
+        and not channels_last
+        and x.dtype in _TOEPLITZ_DTYPES
+        and kw >= _TOEPLITZ_MIN_WIDTH
+        and (blocks := _toeplitz_blocks((ho, wo), kw, dilation[1])) is not None
+    ):
+        block_m, block_n, block_k = blocks
+        grad_w = torch.zeros((c, kh, kw), dtype=acc_dtype, device=x.device)
+        _row_toeplitz_weight_grad_kernel[(kh_hi - kh_lo, c)](
+            x, grad_out, grad_w,
+            n, c, h, w, ho, wo,
+            *x.stride(), *grad_out.stride(), *grad_w.stride(),
+            padding[0], padding[1], dilation[0], dilation[1], kh, kw,
+            kh_lo, kw_lo, kw_hi,
+            ACC=_accumulator(x.dtype), DOT=_dot_type(x.dtype), IDX=_index_type(x, grad_out),
+            BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_K=block_k, num_warps=4,
+        )  # fmt: skip
+        return grad_w.unsqueeze(1)
+    tiles = _weight_grad_tiles((ho, wo), c, (kh_hi - kh_lo, kw_hi - kw_lo), channels_last)
     chunks_h = triton.cdiv(kh_hi - kh_lo, tiles.tap_h)
     chunks_w = triton.cdiv(kw_hi - kw_lo, tiles.tap_w)
     c_blocks = triton.cdiv(c, tiles.block_c)
