@@ -6,6 +6,8 @@ so it is the independent reference here: the same state_dict goes into both mode
 
 from __future__ import annotations
 
+import copy
+
 import pytest
 import timm
 import torch
@@ -122,6 +124,21 @@ def test_channels_last_and_nchw_give_the_same_outputs():
     x = torch.randn(2, 3, 64, 64)
     with torch.no_grad():
         torch.testing.assert_close(a(x), b(x), atol=1e-5, rtol=1e-5)
+
+
+def test_reparameterize_folds_every_bn_and_layer_scale_with_equal_outputs():
+    model = timm.create_model("inceptionnext_atto").eval()
+    model.load_state_dict(_randomized(model))
+    deploy = zoo.reparameterize(copy.deepcopy(model))
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in deploy.modules())
+    assert not any(k.endswith("gamma") for k in deploy.state_dict())
+    built = timm.create_model("inceptionnext_atto", deploy=True).eval()
+    built.load_state_dict(deploy.state_dict())  # strict: the deploy layouts agree
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        expected = model(x)
+        torch.testing.assert_close(deploy(x), expected, atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(built(x), expected, atol=1e-5, rtol=1e-5)
 
 
 def test_train_mode_gradients_match_timm():
