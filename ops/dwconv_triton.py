@@ -4,18 +4,20 @@ Notation: x (N, C, H, W), weight (C, 1, kh, kw), padding (ph, pw) >= 0, dilation
 output (N, C, Ho, Wo) with Ho = H + 2 ph - dh (kh - 1). Output pixel (oh, ow) reads the input at
 (oh - ph + i dh, ow - pw + j dw) for tap (i, j); reads outside the map are zero padding.
 
-Three kernels:
+Four kernels:
 - `_direct_kernel` computes y = x (*) w for one output tile [TILE_H x TILE_W pixels, BLOCK_C
   channels] of one image per program, looping over (chunks of) taps. The input-gradient is the
   same kernel run on grad_out with the 180-degree-rotated kernel and padding dh (kh - 1) - ph
   (negative when the padding exceeds the kernel extent; the kernels treat padding as an offset).
 - `_row_toeplitz_kernel` is the tensor-core form of the same (NCHW, fp16/bf16, wide kernels on
   a GPU): per kernel row, an input strip times a banded Toeplitz matrix built from that row.
+- `_row_toeplitz_weight_grad_kernel`, its weight-gradient: per (kernel row, channel) program,
+  X^T @ dY accumulated over all images and tiles on tensor cores, then the band's diagonals.
 - `_weight_grad_kernel`: each program owns [BLOCK_C channels, one chunk of TAP_H x TAP_W taps]
   and one of SPLITS interleaved shares of the (image, output tile) pairs; it accumulates
   x * grad_out element-wise in registers, reduces over pixels once at the end and writes its
-  partial sums to an fp32 workspace (SPLITS, C, kh, kw), which is then summed: deterministic, no
-  atomics.
+  partial sums to an fp32 workspace (SPLITS, C, kh, kw), which is then summed. Both weight-grads
+  are deterministic: no atomics, every output element written by one program.
 
 All kernels address memory through strides, so NCHW and channels_last (and any other strided
 view) run unchanged; outputs are allocated in the input's memory format. Accumulation is fp32
@@ -461,6 +463,18 @@ def _toeplitz_blocks(out_hw, kernel_w: int, dil_w: int) -> tuple[int, int, int] 
     return block_m, block_n, block_k
 
 
+def _toeplitz_choice(x: Tensor, out_hw, kernel_w: int, dil_w: int):
+    """Toeplitz blocks when the tensor-core kernels apply to x, else None."""
+    if (
+        _TUNING != "gpu"
+        or _is_channels_last(x)
+        or x.dtype not in _TOEPLITZ_DTYPES
+        or kernel_w < _TOEPLITZ_MIN_WIDTH
+    ):
+        return None
+    return _toeplitz_blocks(out_hw, kernel_w, dil_w)
+
+
 def _dot_type(dtype: torch.dtype):
     # 16-bit operands go to the tensor cores as they are; the interpreter gets fp32 operands
     # because it computes bf16 arithmetic wrongly.
@@ -535,14 +549,7 @@ def _direct(
         _tap_span(wo, w, padding[1], dilation[1], kw),
     )
     wk = _kernel_view(weight, channels_last)
-    blocks = None
-    if (
-        _TUNING == "gpu"
-        and not channels_last
-        and x.dtype in _TOEPLITZ_DTYPES
-        and kw >= _TOEPLITZ_MIN_WIDTH
-    ):
-        blocks = _toeplitz_blocks(out_hw, kw, dilation[1])
+    blocks = _toeplitz_choice(x, out_hw, kw, dilation[1])
     common = (
         x, wk, x if bias is None else bias, y,
         c, h, w, ho, wo,
@@ -618,14 +625,8 @@ def backward_weight(
     )
     if n * c * ho * wo == 0 or kh_hi == kh_lo or kw_hi == kw_lo:
         return torch.zeros((c, 1, kh, kw), dtype=acc_dtype, device=x.device)
-    channels_last = _is_channels_last(x)
-    if (
-        _TUNING == "gpu"
-        and not channels_last
-        and x.dtype in _TOEPLITZ_DTYPES
-        and kw >= _TOEPLITZ_MIN_WIDTH
-        and (blocks := _toeplitz_blocks((ho, wo), kw, dilation[1])) is not None
-    ):
+    blocks = _toeplitz_choice(x, (ho, wo), kw, dilation[1])
+    if blocks is not None:
         block_m, block_n, block_k = blocks
         grad_w = torch.zeros((c, kh, kw), dtype=acc_dtype, device=x.device)
         _row_toeplitz_weight_grad_kernel[(kh_hi - kh_lo, c)](
@@ -638,7 +639,7 @@ def backward_weight(
             BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_K=block_k, num_warps=4,
         )  # fmt: skip
         return grad_w.unsqueeze(1)
-    tiles = _weight_grad_tiles((ho, wo), c, (kh_hi - kh_lo, kw_hi - kw_lo), channels_last)
+    tiles = _weight_grad_tiles((ho, wo), c, (kh_hi - kh_lo, kw_hi - kw_lo), _is_channels_last(x))
     chunks_h = triton.cdiv(kh_hi - kh_lo, tiles.tap_h)
     chunks_w = triton.cdiv(kw_hi - kw_lo, tiles.tap_w)
     c_blocks = triton.cdiv(c, tiles.block_c)
