@@ -45,10 +45,24 @@ DEFAULT_MODELS: dict[str, dict] = {
     # model name: extra timm.create_model kwargs
     "unireplknet_a": {},
     "mk_unet_b": {},
+    "inceptionnext_tiny": {},
+}
+
+# Side-by-side CPU throughput of a zoo model and reference models, measured in ONE interleaved
+# run (same load for all), printed with ratios. Runs whenever the zoo model is benchmarked.
+COMPARISONS: dict[str, tuple[str, ...]] = {
+    # timm's own port of the same network, and ConvNeXt-T, the paper's speed baseline
+    "inceptionnext_tiny": ("inception_next_tiny", "convnext_tiny"),
 }
 
 # Published FLOPs, printed under the table next to ours with how the paper counted them.
 PAPER_FLOPS: dict[str, tuple[float, str]] = {
+    "inceptionnext_tiny": (
+        4.2e9,
+        "InceptionNeXt README / paper Table 4 'MACs' at 224x224 (1 per multiply-add). fvcore on "
+        "the official model gives 4,194,591,648; ours and timm's port count 37,632 more, the "
+        "adaptive avg-pool of the head (the official head's x.mean is invisible to fvcore)",
+    ),
     "mk_unet_b": (
         0.314e9,
         "MK-UNet paper, 256x256. It is ptflops' module-hook count of the official model "
@@ -62,6 +76,30 @@ PAPER_FLOPS: dict[str, tuple[float, str]] = {
 }
 
 FLOP_CONVENTION = "fvcore, 1 FLOP per multiply-add"
+
+
+def compare(name: str, references: tuple[str, ...], batch: int, warmup: int, runs: int) -> dict:
+    """img/s of `name` and its references in one interleaved run; ratio > 1: `name` is faster."""
+    models = {n: timm.create_model(n).eval() for n in (name, *references)}
+    x = torch.randn(batch, *models[name].pretrained_cfg["input_size"])
+    speed = throughput(models, x, warmup, runs)
+    return dict(model=name, img_s=speed, ratio={n: speed[name] / speed[n] for n in references})
+
+
+def render_comparisons(comparisons: list[dict]) -> str:
+    lines = []
+    for c in comparisons:
+        lines += [
+            "",
+            f"Side by side, one interleaved run (same settings as above): {c['model']}",
+            "",
+            f"| model | img/s | {c['model']} speed / this |",
+            "|---|---|---|",
+        ]
+        for n, img_s in c["img_s"].items():
+            ratio = "1.00x" if n == c["model"] else f"{c['ratio'][n]:.2f}x"
+            lines.append(f"| {n} | {img_s:.1f} | {ratio} |")
+    return "\n".join(lines) + ("\n" if lines else "")
 
 
 def dwconv2d_flop_jit(inputs: list, outputs: list) -> int:
@@ -222,13 +260,20 @@ def main() -> None:
     for name, kwargs in models.items():
         print(f"{name} ...", flush=True)
         rows.append(benchmark(name, kwargs, args.batch, args.warmup, args.runs))
+    comparisons = [
+        compare(name, COMPARISONS[name], args.batch, args.warmup, args.runs)
+        for name in models
+        if name in COMPARISONS
+    ]
     meta["load_after"] = load_average()
-    text = render(rows, meta)
+    text = render(rows, meta) + render_comparisons(comparisons)
     print("\n" + text)
     out = Path(args.out)
     out.mkdir(exist_ok=True)
     (out / "models_cpu.md").write_text(text)
-    (out / "models_cpu.json").write_text(json.dumps(dict(meta=meta, rows=rows), indent=1))
+    (out / "models_cpu.json").write_text(
+        json.dumps(dict(meta=meta, rows=rows, comparisons=comparisons), indent=1)
+    )
     print(f"wrote {out / 'models_cpu.md'} and .json")
 
 
