@@ -131,6 +131,11 @@ def test_unknown_kwarg_raises_type_error() -> None:
         timm.create_model("bevanet_s", not_a_model_arg=1)
 
 
+def test_features_only_is_refused_with_a_pointer_to_forward_features() -> None:
+    with pytest.raises(ValueError, match="forward_features"):
+        timm.create_model("bevanet_s", features_only=True, device="meta")
+
+
 def test_meta_device_and_dtype_kwargs_reach_every_parameter() -> None:
     model = timm.create_model("bevanet_s", device="meta", dtype=torch.bfloat16)
     assert {p.device.type for p in model.parameters()} == {"meta"}

@@ -716,6 +716,12 @@ def checkpoint_filter_fn(state_dict: dict[str, Tensor], model: BEVANet) -> dict[
 
 
 def _create_bevanet(variant: str, pretrained: bool = False, **kwargs: Any) -> BEVANet:
+    if kwargs.get("features_only"):
+        # timm's feature wrappers replay children in order; the two-branch forward is not that
+        raise ValueError(
+            f"{variant} does not support features_only; use forward_features() (the fused 1/8 "
+            f"map) or forward_heads()"
+        )
     return build_model_with_cfg(
         BEVANet,
         variant,
