@@ -212,6 +212,27 @@ def test_every_parameter_gets_a_gradient_from_the_loss() -> None:
     assert no_grad == []
 
 
+def test_grad_checkpointing_gives_the_same_gradients() -> None:
+    torch.manual_seed(0)
+    model = _tiny(num_classes=3).train()
+    x = torch.randn(2, 3, 32, 32)
+
+    def grads() -> dict[str, torch.Tensor]:
+        model.zero_grad()
+        sum(h.square().mean() for h in model.forward_heads(x).values()).backward()
+        return {n: p.grad.clone() for n, p in model.named_parameters()}
+
+    calls = []
+    model.layer4_semantic_1.mlp.register_forward_hook(lambda *args: calls.append(1))
+    plain = grads()
+    assert len(calls) == 1
+    model.set_grad_checkpointing(True)
+    checkpointed = grads()
+    assert len(calls) == 3  # the EVA block ran again during backward: it was checkpointed
+    for name, grad in plain.items():
+        torch.testing.assert_close(checkpointed[name], grad, msg=name)
+
+
 # ------------------------------------------------------------------------------------------------
 # official checkpoints
 
