@@ -50,7 +50,9 @@ class TrainingFigures(pl.Callback):
             return
         val = {k: v for k, v in self.history[-1].items() if k.startswith("val/")}
         shown = "  ".join(f"{k}={v:.4f}" for k, v in sorted(val.items()))
-        print(f"\nvalidation after {trainer.current_epoch} epochs: {shown or '(no validation ran)'}")
+        print(
+            f"\nvalidation after {trainer.current_epoch} epochs: {shown or '(no validation ran)'}"
+        )
         if self.enabled:
             print(f"figures written to {self._dir(trainer)}/")
 

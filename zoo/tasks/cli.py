@@ -57,12 +57,25 @@ class ZooCLI(LightningCLI):
         return trainer
 
 
+def _config_error(err: BaseException) -> ConfigError | None:
+    # jsonargparse re-raises errors from class instantiation as its own ValueError, chained
+    # (`raise ... from`) to the original one
+    seen: set[int] = set()
+    while err is not None and id(err) not in seen:
+        if isinstance(err, ConfigError):
+            return err
+        seen.add(id(err))
+        err = err.__cause__ or err.__context__
+    return None
+
+
 def main(args: list[str] | None = None) -> None:
     """Run the CLI (`args=None` reads sys.argv); user errors exit with status 2."""
     try:
         ZooCLI(args=args)
-    except ConfigError as err:
-        if os.environ.get("ZOO_TRACEBACK"):
+    except Exception as err:
+        user_error = _config_error(err)
+        if user_error is None or os.environ.get("ZOO_TRACEBACK"):
             raise
-        print(f"error: {err}", file=sys.stderr)
+        print(f"error: {user_error}", file=sys.stderr)
         raise SystemExit(2) from None
