@@ -21,8 +21,10 @@ $(TIMM_TESTS): $(STAMP)
 
 install: $(STAMP) $(TIMM_TESTS)
 
+# trains InceptionNeXt-atto on the bundled digits (a few minutes on 2 CPU cores): validation
+# accuracy, runs/demo/metrics.png and runs/demo/confusion_matrix.png
 demo: install
-	$(PY) tools/benchmark_ops.py --quick
+	$(PY) train.py fit --config configs/classification/demo.yaml
 
 test: install
 	$(PY) -m pytest -q
