@@ -19,7 +19,7 @@ import torch.nn.functional as F
 
 import zoo  # noqa: F401  (registers the families)
 from ops import DepthwiseConv2d
-from zoo.bevanet import BEVANet, EVABlock, checkpoint_filter_fn
+from zoo.bevanet import BEVANet, EVABlock, checkpoint_filter_fn, load_imagenet_backbone
 from zoo.losses import BEVANetLoss, boundary_targets
 from zoo.losses.bevanet import ohem_cross_entropy, weighted_bce_with_logits
 
@@ -310,6 +310,25 @@ def test_official_checkpoint_loads_through_pretrained_cfg_overlay(wrap, tmp_path
     ).eval()
     with torch.no_grad():
         torch.testing.assert_close(inference.forward_heads(x)["seg"], expected["seg"])
+
+
+def test_imagenet_backbone_loads_matching_keys_and_reports_the_rest() -> None:
+    torch.manual_seed(0)
+    source, target = _tiny(), _tiny()
+    seg_only = ("layer5_", "norm5_", "spp.", "dfm.", "head.", "seghead_")
+    backbone = {k: v for k, v in _official_layout(source).items() if not k.startswith(seg_only)}
+    classification = dict(backbone)
+    classification["head.weight"] = torch.randn(1000, 2048)  # the ImageNet linear head
+    classification["last_layer.0.weight"] = torch.randn(2048, 128, 1, 1)
+    # same name as a model key, other shape: skipped, as the official partial load does
+    classification["layer5_detail_boundary.0.conv1.weight"] = torch.randn(3, 3, 1, 1)
+    loaded, left = load_imagenet_backbone(target, {"state_dict": classification})
+    ours = {k.replace(".dwconv.", ".").replace(".pwconv.", ".") for k in backbone}
+    assert set(loaded) == ours
+    assert set(left) == set(target.state_dict()) - ours
+    assert "layer5_detail_boundary.0.conv1.weight" in left
+    for key in ours:
+        torch.testing.assert_close(target.state_dict()[key], source.state_dict()[key])
 
 
 def test_mismatched_checkpoint_names_the_keys() -> None:

@@ -55,7 +55,7 @@ from torch.utils.checkpoint import checkpoint
 
 from ops import DepthwiseConv2d
 
-__all__ = ["BEVANet", "checkpoint_filter_fn"]
+__all__ = ["BEVANet", "checkpoint_filter_fn", "load_imagenet_backbone"]
 
 # kernel size -> (small kernel k0, strip length k1, strip dilation d); receptive field
 # k0 + (k1 - 1) * d. Shared by SDLSKA (dense k0 x k0) and LSKA (k0 as a 1-D pair).
@@ -678,6 +678,14 @@ _WRAPPER_PREFIXES = ("module.", "model.")
 _TRAINING_ONLY_HEADS = ("seghead_ds.", "seghead_db.")
 
 
+def _to_model_key(key: str, model_keys: set[str]) -> str:
+    while key.startswith(_WRAPPER_PREFIXES):
+        key = key.split(".", 1)[1]
+    if key not in model_keys:
+        key = re.sub(r"\.(dwconv|pwconv)\.(weight|bias)$", r".\2", key)
+    return key
+
+
 def checkpoint_filter_fn(state_dict: dict[str, Tensor], model: BEVANet) -> dict[str, Tensor]:
     """Official BEVANet segmentation checkpoint -> this model's keys.
 
@@ -694,14 +702,11 @@ def checkpoint_filter_fn(state_dict: dict[str, Tensor], model: BEVANet) -> dict[
     model_keys = set(model.state_dict().keys())
     out = {}
     for key, value in state_dict.items():
-        while key.startswith(_WRAPPER_PREFIXES):
-            key = key.split(".", 1)[1]
+        key = _to_model_key(key, model_keys)
         if key.startswith(("sem_loss.", "boundary_loss.")):
             continue  # loss buffers saved by the official FullModel wrapper
         if not model.aux_heads and key.startswith(_TRAINING_ONLY_HEADS):
             continue
-        if key not in model_keys:
-            key = re.sub(r"\.(dwconv|pwconv)\.(weight|bias)$", r".\2", key)
         out[key] = value
     missing = sorted(model_keys - out.keys())
     unexpected = sorted(out.keys() - model_keys)
@@ -709,10 +714,38 @@ def checkpoint_filter_fn(state_dict: dict[str, Tensor], model: BEVANet) -> dict[
         raise ValueError(
             f"checkpoint does not match {type(model).__name__}: {len(missing)} missing keys "
             f"(first: {missing[:5]}), {len(unexpected)} unexpected keys (first: "
-            f"{unexpected[:5]}). Only BEVANet segmentation checkpoints load here (the ImageNet "
-            f"classification checkpoints have a different semantic stage 5 and head)."
+            f"{unexpected[:5]}). Only BEVANet segmentation checkpoints load here; initialise "
+            f"from an ImageNet (classification) checkpoint with load_imagenet_backbone()."
         )
     return out
+
+
+@torch.no_grad()
+def load_imagenet_backbone(
+    model: BEVANet, checkpoint: str | dict[str, Tensor]
+) -> tuple[list[str], list[str]]:
+    """Initialise `model` from an official ImageNet (classification) checkpoint, the way the
+    official segmentation training starts: every tensor whose key (after this file's key
+    conversion) exists in the model with the same shape is copied; the rest stays as built.
+
+    Returns (loaded keys, model keys left at their initialisation), so nothing is silent.
+    """
+    if isinstance(checkpoint, dict):
+        state = checkpoint
+    else:
+        state = torch.load(checkpoint, map_location="cpu", weights_only=True)
+    for wrapper in ("state_dict", "model"):
+        if wrapper in state and isinstance(state[wrapper], dict):
+            state = state[wrapper]
+    own = model.state_dict()
+    own_keys = set(own)
+    loaded = []
+    for key, value in state.items():
+        key = _to_model_key(key, own_keys)
+        if key in own and own[key].shape == value.shape:
+            own[key].copy_(value)
+            loaded.append(key)
+    return sorted(loaded), sorted(set(own) - set(loaded))
 
 
 def _create_bevanet(variant: str, pretrained: bool = False, **kwargs: Any) -> BEVANet:
