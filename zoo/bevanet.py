@@ -620,7 +620,9 @@ class BEVANet(nn.Module):
             x = checkpoint(block, x, use_reentrant=False)
         else:
             x = block(x)
-        return norm(x)
+        # back to NCHW-contiguous like the official reshape (LayerNorm2d returns a permuted
+        # view): the following convs then run the same kernels, bit-identical to the official
+        return norm(x).contiguous()
 
     def _forward_branches(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """Return (BGAF output, aux-head input, boundary-head input), all at 1/8."""
