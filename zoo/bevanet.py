@@ -36,6 +36,12 @@ What differs from the official code:
   official loss and inference do). The official `forward` returns a list or a tensor.
 - Wrong inputs (sides not multiples of 8, batch 1 in train mode) raise a ValueError up front
   instead of failing deep inside.
+- The official ImageNet checkpoints initialise the segmentation model through
+  `load_imagenet_backbone` (the official partial load by name and shape, with a report of what
+  was and was not loaded) rather than through `pretrained=True`.
+
+With the same weights, `forward_heads` reproduces the official outputs bit for bit on CPU
+(float32, eval and train mode).
 """
 
 from __future__ import annotations
