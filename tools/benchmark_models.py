@@ -78,9 +78,9 @@ PAPER_FLOPS: dict[str, tuple[float, str]] = {
     "bevanet_s": (
         60.26e9,
         "no Cityscapes FLOPs are published (README: 20.1 G for BEVANet-S on CamVid 720x960); "
-        "60.26 G is fvcore on the official inference model at 1024x2048 (specs/bevanet.md "
-        "section 3), whose conv part, 59.94 G, ours matches exactly (also SW 227.51, B 237.18, "
-        "L 276.02 G). Ours counts 0.16 G more: forward() resizes the 19-class logits to "
+        "60.26 G is fvcore on the official inference model at 1024x2048: up to the 1/8 logits "
+        "ours counts the same 60,261,155,104 (conv parts of SW/B/L equal too: 227.51, 237.18, "
+        "276.02 G). Ours counts 0.16 G more: forward() resizes the 19-class logits to "
         "1024x2048 (bilinear), which the official model leaves to the caller. Speed for "
         "reference: 70.0 FPS (S) / 32.8 FPS (B) on an RTX 3090 at 1024x2048, fp32 PyTorch, "
         "batch 1 (README)",
