@@ -516,3 +516,13 @@ def test_overfits_a_tiny_synthetic_label_map() -> None:
     # chance (one class everywhere) is ~0.15 mIoU here
     assert after > 0.6, (before, after)
     assert after > before + 0.3, (before, after)
+
+
+@pytest.mark.slow
+def test_torch_compile_fullgraph_matches_eager() -> None:
+    torch.manual_seed(0)
+    model = _tiny(num_classes=3).eval()
+    x = torch.randn(1, 3, 64, 64)
+    compiled = torch.compile(model, fullgraph=True)
+    with torch.no_grad():
+        torch.testing.assert_close(compiled(x), model(x), rtol=1e-5, atol=1e-5)
