@@ -217,7 +217,10 @@ def main() -> None:
             "timm": timm.__version__,
             "python": platform.python_version(),
         },
-        "command": " ".join(["python tools/benchmark_train.py", *sys.argv[1:]]),
+        "command": " ".join(
+            [f"OMP_NUM_THREADS={os.environ['OMP_NUM_THREADS']}"] * ("OMP_NUM_THREADS" in os.environ)
+            + ["python tools/benchmark_train.py", *sys.argv[1:]]
+        ),
     }
     stem = Path(args.out) if args.out else ROOT / "benchmarks" / f"train_{device.type}"
     stem.parent.mkdir(parents=True, exist_ok=True)
