@@ -4,14 +4,15 @@ Paper: `InceptionNeXt: When Inception Meets ConvNeXt` (Weihao Yu, Pan Zhou, Shui
 Xinchao Wang, CVPR 2024) - https://arxiv.org/abs/2303.16900
 Official code and weights: https://github.com/sail-sg/inceptionnext (models/inceptionnext.py)
 
-What differs from the official code (none of it changes parameters, state_dict keys or outputs):
+What differs from the official code (the default training form keeps its parameters,
+state_dict keys and outputs):
 * The three depthwise branches are `ops.DepthwiseConv2d` (our depthwise op, same parameters as
   the `nn.Conv2d` they replace), so official checkpoints load unchanged.
 * The channel split follows the official CODE: identity channels first, then 3x3, 1xk, kx1. The
   paper's Algorithm 1 puts the identity last; with the released weights that order is wrong.
 * By default the network runs in channels_last memory format (`channels_last=True`): oneDNN's
   depthwise and 1x1 convolutions are direct kernels in NHWC, while in NCHW every block pays for
-  layout reorders; on a 2-core CPU that makes InceptionNeXt-T ~1.6x faster (same values).
+  layout reorders; on a 2-core CPU that makes InceptionNeXt-T 1.3-1.6x faster (same values).
 * A deploy form (`zoo.reparameterize(model)` or `deploy=True`): the stem and downsample BNs
   fold into their convs, each block's BN into mlp.fc1 and its layer scale into mlp.fc2.
 * Full timm model API (features_only, forward_intermediates, prune_intermediate_layers, ...);
