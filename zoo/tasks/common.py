@@ -40,6 +40,8 @@ class TimmTask(pl.LightningModule):
     The learning-rate schedule is one of timm's (`cosine`, `poly`, `step`, `multistep`, `tanh`,
     ...) with linear warm-up from `warmup_lr`, stepped every optimizer step; a YAML
     `optimizer:` / `lr_scheduler:` section replaces all of this (LightningCLI's own override).
+    The schedule spans `trainer.estimated_stepping_batches`; an "epoch" of `warmup_epochs` is
+    that total divided by `trainer.max_epochs` (the whole run when only `max_steps` is set).
     """
 
     def _apply_switches(self, grad_checkpointing: bool, channels_last: bool) -> None:
