@@ -21,10 +21,11 @@ $(TIMM_TESTS): $(STAMP)
 
 install: $(STAMP) $(TIMM_TESTS)
 
-# trains InceptionNeXt-atto on the bundled digits (a few minutes on 2 CPU cores): validation
-# accuracy, runs/demo/metrics.png and runs/demo/confusion_matrix.png
+# trains InceptionNeXt-atto on the bundled digits (~1.5 min on a CPU core): validation
+# accuracy, runs/demo/metrics.png and runs/demo/confusion_matrix.png. One thread: on a busy
+# 2-core machine two OpenMP threads spin-wait for each other and ran 20x slower (measured).
 demo: install
-	$(PY) train.py fit --config configs/classification/demo.yaml
+	OMP_NUM_THREADS=$${OMP_NUM_THREADS:-1} $(PY) train.py fit --config configs/classification/demo.yaml
 
 test: install
 	$(PY) -m pytest -q
