@@ -323,6 +323,9 @@ def test_sigkill_mid_epoch_then_resume_from_last(tmp_path: Path) -> None:
     assert recorder.first == killed_at
     assert cli.trainer.global_step == killed_at + 2
     assert _load(last)["global_step"] == killed_at + 2
+    # and the resumed checkpoint serves `validate`
+    val = ZooCLI(args=["validate", *args, f"--ckpt_path={last}", "--trainer.limit_val_batches=2"])
+    assert 0.0 <= float(val.trainer.callback_metrics["val/acc1"]) <= 1.0
 
 
 # ------------------------------------------------------------------------------------------------
