@@ -28,9 +28,18 @@ from .callbacks import TrainingFigures
 from .checkpoint_io import AtomicCheckpointIO
 
 
+class _ShortUsageParser(LightningArgumentParser):
+    """On a wrong argument, print the error and a pointer to --help: jsonargparse's default
+    usage line lists every Trainer option (~70 lines) above the one line that matters."""
+
+    def print_usage(self, file=None) -> None:
+        (file or sys.stdout).write(f"usage: {self.prog} [options]  (all options: --help)\n")
+
+
 class ZooCLI(LightningCLI):
     def __init__(self, args: list[str] | None = None, run: bool = True, **kwargs) -> None:
         kwargs.setdefault("save_config_kwargs", {"overwrite": True})
+        kwargs.setdefault("parser_class", _ShortUsageParser)
         super().__init__(
             LightningModule,
             LightningDataModule,
