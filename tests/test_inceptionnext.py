@@ -112,7 +112,10 @@ def test_mixer_split_order_identity_first_against_conv2d():
     assert mixer.dwconv_h.weight.shape == (gc, 1, 9, 1)
     with torch.no_grad():
         torch.testing.assert_close(mixer(x), expected)
-        torch.testing.assert_close(mixer(x.contiguous(memory_format=torch.channels_last)), expected)
+        y_cl = mixer(x.contiguous(memory_format=torch.channels_last))
+        torch.testing.assert_close(y_cl, expected)
+    # a mixed-layout concat would fall back to a slow path: the branches must stay channels_last
+    assert y_cl.is_contiguous(memory_format=torch.channels_last)
 
 
 def test_channels_last_and_nchw_give_the_same_outputs():
@@ -124,6 +127,8 @@ def test_channels_last_and_nchw_give_the_same_outputs():
     x = torch.randn(2, 3, 64, 64)
     with torch.no_grad():
         torch.testing.assert_close(a(x), b(x), atol=1e-5, rtol=1e-5)
+        assert a.forward_features(x).is_contiguous(memory_format=torch.channels_last)
+        assert b.forward_features(x).is_contiguous()
 
 
 def test_reparameterize_folds_every_bn_and_layer_scale_with_equal_outputs():
