@@ -112,10 +112,17 @@ def test_mixer_split_order_identity_first_against_conv2d():
     assert mixer.dwconv_h.weight.shape == (gc, 1, 9, 1)
     with torch.no_grad():
         torch.testing.assert_close(mixer(x), expected)
-        y_cl = mixer(x.contiguous(memory_format=torch.channels_last))
-        torch.testing.assert_close(y_cl, expected)
-    # a mixed-layout concat would fall back to a slow path: the branches must stay channels_last
-    assert y_cl.is_contiguous(memory_format=torch.channels_last)
+        torch.testing.assert_close(mixer(x.contiguous(memory_format=torch.channels_last)), expected)
+
+
+@pytest.mark.parametrize("dim, band, ratio", [(40, 9, 0.25), (96, 11, 0.125)])
+def test_mixer_output_stays_channels_last(dim, band, ratio):
+    # A mixed-layout concat falls back to a slow path; the band convs' outputs must stay NHWC
+    # (with band 11, ops' non-jit CPU path returns the layout of its strided input slice).
+    mixer = InceptionDWConv2d(dim, band_kernel_size=band, branch_ratio=ratio)
+    x = torch.randn(2, dim, 14, 14).contiguous(memory_format=torch.channels_last)
+    with torch.no_grad():
+        assert mixer(x).is_contiguous(memory_format=torch.channels_last)
 
 
 def test_channels_last_and_nchw_give_the_same_outputs():
