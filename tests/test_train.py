@@ -180,6 +180,23 @@ def test_config_files_parse_with_every_key_known(tmp_path: Path) -> None:
         assert parsed.checkpoint.monitor.startswith("val/"), config
 
 
+def test_binary_segmentation_metrics_match_hand_computed_dice_and_miou() -> None:
+    from zoo.tasks import SegmentationTask
+
+    task = SegmentationTask(model_name="mk_unet_t", num_classes=1, num_overlays=0)
+    target = torch.zeros(1, 4, 4, dtype=torch.long)
+    target[0, :2] = 1  # 8 foreground pixels
+    logits = torch.full((1, 1, 4, 4), -3.0)
+    logits[0, 0, 1:3] = 3.0  # predicted foreground: rows 1-2 -> TP 4, FP 4, FN 4, TN 4
+    task.forward = lambda x: logits
+    with pytest.warns(UserWarning):  # self.log without a Trainer
+        task.validation_step((torch.zeros(1, 3, 4, 4), target), 0)
+    tp, fp, fn, tn = 4, 4, 4, 4
+    assert float(task.val_dice.compute()) == pytest.approx(2 * tp / (2 * tp + fp + fn))
+    miou = (tp / (tp + fp + fn) + tn / (tn + fn + fp)) / 2
+    assert float(task.val_miou.compute()) == pytest.approx(miou)
+
+
 # ------------------------------------------------------------------------------------------------
 # --print_config
 

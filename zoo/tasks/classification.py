@@ -15,7 +15,8 @@ from .common import TimmTask, create_model_by_name
 
 class ClassificationTask(TimmTask):
     """Supervised classification: cross-entropy with label smoothing, optional timm Mixup/CutMix
-    (soft targets), top-1/top-5 accuracy and a validation confusion matrix (`self.confusion`,
+    (soft targets), top-1/top-5 accuracy (fraction of images, i.e. micro-averaged) and a
+    validation confusion matrix (`self.confusion`,
     drawn by `zoo.tasks.TrainingFigures`).
 
     Args:
@@ -82,11 +83,11 @@ class ClassificationTask(TimmTask):
             )
             self.soft_ce = SoftTargetCrossEntropy()
         top5 = min(5, num_classes)
-        self.train_acc1 = MulticlassAccuracy(num_classes, top_k=1)
-        self.val_acc1 = MulticlassAccuracy(num_classes, top_k=1)
-        self.val_acc5 = MulticlassAccuracy(num_classes, top_k=top5)
+        self.train_acc1 = MulticlassAccuracy(num_classes, top_k=1, average="micro")
+        self.val_acc1 = MulticlassAccuracy(num_classes, top_k=1, average="micro")
+        self.val_acc5 = MulticlassAccuracy(num_classes, top_k=top5, average="micro")
         self.val_confusion = MulticlassConfusionMatrix(num_classes)
-        self.test_acc1 = MulticlassAccuracy(num_classes, top_k=1)
+        self.test_acc1 = MulticlassAccuracy(num_classes, top_k=1, average="micro")
         self.confusion: torch.Tensor | None = None
 
     def setup(self, stage: str) -> None:
