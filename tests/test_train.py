@@ -106,6 +106,7 @@ def test_fit_two_steps_classification_with_all_switches(tmp_path: Path) -> None:
     assert all(stage.grad_checkpointing for stage in task.model.stages)
     stem_w = task.model.stem[0].weight
     assert stem_w.is_contiguous(memory_format=torch.channels_last)
+    assert isinstance(cli.trainer.strategy.checkpoint_io, AtomicCheckpointIO)
     ckpt = _load(tmp_path / "checkpoints" / "last.ckpt")
     assert ckpt["global_step"] == 2
     # EMAWeightAveraging: averaged weights in state_dict, live ones kept alongside
