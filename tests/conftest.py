@@ -7,4 +7,6 @@ import torch
 if not torch.cuda.is_available():
     os.environ.setdefault("TRITON_INTERPRET", "1")
 
-torch.set_num_threads(min(2, os.cpu_count() or 1))
+# Tests use tiny tensors: one intra-op thread avoids OpenMP spin-waits (10-100x slowdowns were
+# measured on a busy 2-core machine) and leaves the second core to pytest-xdist workers.
+torch.set_num_threads(1)
