@@ -405,3 +405,23 @@ def test_custom_kernel_sizes_with_conv_less_blocks_reparameterize() -> None:
     torch.testing.assert_close(after, before, rtol=0, atol=1e-4)
     deploy = timm.create_model("unireplknet_a", kernel_sizes=kernel_sizes, deploy=True)
     assert list(deploy.state_dict()) == list(model.state_dict())
+
+
+@pytest.mark.parametrize("channels_last", [True, False])
+def test_grn_matches_timm_global_response_norm(channels_last: bool) -> None:
+    from timm.layers.grn import GlobalResponseNorm as TimmGRN
+
+    from zoo.layers import GlobalResponseNorm
+
+    ours, ref = (
+        GlobalResponseNorm(12, channels_last=channels_last),
+        TimmGRN(12, channels_last=channels_last),
+    )
+    no_bias = GlobalResponseNorm(12, bias=False, channels_last=channels_last)
+    with torch.no_grad():
+        ours.weight.normal_(), ours.bias.normal_()
+        ref.weight.copy_(ours.weight), ref.bias.copy_(ours.bias), no_bias.weight.copy_(ours.weight)
+        x = torch.randn(2, 5, 7, 12) if channels_last else torch.randn(2, 12, 5, 7)
+        torch.testing.assert_close(ours(x), ref(x), rtol=0, atol=1e-5)
+        ref.bias.zero_()
+        torch.testing.assert_close(no_bias(x), ref(x), rtol=0, atol=1e-5)

@@ -2,7 +2,7 @@
 
 timm's `GlobalResponseNorm` always carries a bias; re-parameterised models (UniRepLKNet's deploy
 form) fold that bias into the next linear layer and need the layer without one. Parameter names
-and the fused `addcmul` follow timm's layer, so its checkpoints map onto this one unchanged.
+follow timm's layer, so its checkpoints map onto this one unchanged.
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ class GlobalResponseNorm(nn.Module):
         super().__init__()
         dd = {"device": device, "dtype": dtype}
         self.eps = eps
-        self.spatial_dim = (1, 2) if channels_last else (2, 3)
+        self.channels_last = channels_last
         self.channel_dim = -1 if channels_last else 1
         self.wb_shape = (1, 1, 1, -1) if channels_last else (1, -1, 1, 1)
         # zero init: the layer starts as the identity
@@ -42,12 +42,18 @@ class GlobalResponseNorm(nn.Module):
         self.bias = nn.Parameter(torch.zeros(dim, **dd)) if bias else None
 
     def forward(self, x: Tensor) -> Tensor:
-        x_g = x.norm(p=2, dim=self.spatial_dim, keepdim=True)
+        # L2 norm over H*W as one flattened dim: on CPU ~2x faster than reducing (H, W) together
+        if self.channels_last:
+            x_g = torch.linalg.vector_norm(x.flatten(1, 2), dim=1, keepdim=True).unsqueeze(1)
+        else:
+            x_g = torch.linalg.vector_norm(x.flatten(2), dim=2, keepdim=True).unsqueeze(-1)
         x_n = x_g / (x_g.mean(dim=self.channel_dim, keepdim=True) + self.eps)
-        weight = self.weight.view(self.wb_shape)
+        # (weight * N(x) + 1) * x + bias: the per-(sample, channel) scale is formed on the small
+        # tensor first, so the full-size tensor is read once
+        scale = torch.addcmul(torch.ones_like(x_n), self.weight.view(self.wb_shape), x_n)
         if self.bias is None:
-            return torch.addcmul(x, weight, x * x_n)
-        return x + torch.addcmul(self.bias.view(self.wb_shape), weight, x * x_n)
+            return x * scale
+        return torch.addcmul(self.bias.view(self.wb_shape), x, scale)
 
     def extra_repr(self) -> str:
         return f"{self.weight.shape[0]}, eps={self.eps}, bias={self.bias is not None}"
