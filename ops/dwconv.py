@@ -18,6 +18,7 @@ import torch.nn as nn
 from torch import Tensor
 
 from . import dwconv_fft, dwconv_reference, dwconv_triton
+from .layout import is_channels_last, memory_format
 
 BACKENDS = ("auto", "torch", "fft", "triton")
 # oneDNN's weight-gradient (and NCHW forward) for depthwise kernels this wide or wider is
@@ -120,15 +121,6 @@ def _resolve_geometry(
     return stride_hw, padding_hw, dilation_hw
 
 
-def _is_channels_last(x: Tensor) -> bool:
-    # Tensors contiguous in both formats (C == 1 or H == W == 1) count as NCHW.
-    return x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
-
-
-def _memory_format(x: Tensor) -> torch.memory_format:
-    return torch.channels_last if _is_channels_last(x) else torch.contiguous_format
-
-
 def _output_hw(x: Tensor, weight: Tensor, padding: Sequence[int], dilation: Sequence[int]):
     return tuple(
         x.shape[2 + a] + 2 * padding[a] - dilation[a] * (weight.shape[2 + a] - 1) for a in (0, 1)
@@ -176,14 +168,14 @@ def _cpu_native_autograd(x: Tensor, weight: Tensor, dilation: Sequence[int]) -> 
     """
     if _cpu_weight_grad_by_fft(x, weight, dilation):
         return False
-    if _is_channels_last(x):
+    if is_channels_last(x):
         return True
     return weight.shape[2] * weight.shape[3] <= 9
 
 
 def _cpu_forward(x, weight, bias, padding, dilation) -> Tensor:
     # Forward: oneDNN jit kernels in either layout, except NCHW with a wide kernel (GEMM).
-    if _is_channels_last(x) or _kernel_width(weight, dilation) < CPU_GEMM_KERNEL_WIDTH:
+    if is_channels_last(x) or _kernel_width(weight, dilation) < CPU_GEMM_KERNEL_WIDTH:
         return dwconv_reference.forward(x, weight, bias, (1, 1), padding, dilation)
     y = dwconv_reference.forward(
         x.contiguous(memory_format=torch.channels_last), weight, bias, (1, 1), padding, dilation
@@ -226,7 +218,7 @@ def _forward_impl(x, weight, bias, padding, dilation, backend):
         y = _cpu_forward(x, weight, bias, padding, dilation)
     else:
         y = dwconv_reference.forward(x, weight, bias, (1, 1), padding, dilation)
-    return y.contiguous(memory_format=_memory_format(x))
+    return y.contiguous(memory_format=memory_format(x))
 
 
 def _backward_impl(grad_out, x, weight, padding, dilation, backend, output_mask):
@@ -255,7 +247,7 @@ def _backward_impl(grad_out, x, weight, padding, dilation, backend, output_mask)
         accumulate = torch.float64 if grad_out.dtype == torch.float64 else torch.float32
         grad_b = grad_out.sum((0, 2, 3), dtype=accumulate).to(grad_out.dtype)
     if grad_x is not None:
-        grad_x = grad_x.contiguous(memory_format=_memory_format(x))
+        grad_x = grad_x.contiguous(memory_format=memory_format(x))
     if grad_w is not None:
         grad_w = grad_w.to(weight.dtype).contiguous()
     return grad_x, grad_w, grad_b
@@ -303,7 +295,7 @@ def _dwconv2d_op(
 def _(x, weight, bias, padding, dilation, backend):
     ho, wo = _output_hw(x, weight, padding, dilation)
     out = x.new_empty((x.shape[0], x.shape[1], ho, wo))
-    return out.contiguous(memory_format=_memory_format(x))
+    return out.contiguous(memory_format=memory_format(x))
 
 
 @torch.library.custom_op("zoo::dwconv2d_backward", mutates_args=())
@@ -325,9 +317,7 @@ def _dwconv2d_backward_op(
 def _(grad_out, x, weight, padding, dilation, backend, output_mask):
     empty = x.new_empty(0)
     grad_x = (
-        x.new_empty(x.shape).contiguous(memory_format=_memory_format(x))
-        if output_mask[0]
-        else empty
+        x.new_empty(x.shape).contiguous(memory_format=memory_format(x)) if output_mask[0] else empty
     )
     grad_w = weight.new_empty(weight.shape) if output_mask[1] else empty
     grad_b = x.new_empty((x.shape[1],)) if output_mask[2] else empty

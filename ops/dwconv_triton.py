@@ -46,6 +46,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from .layout import is_channels_last
+
 try:
     import triton
     import triton.language as tl
@@ -467,7 +469,7 @@ def _toeplitz_choice(x: Tensor, out_hw, kernel_w: int, dil_w: int):
     """Toeplitz blocks when the tensor-core kernels apply to x, else None."""
     if (
         _TUNING != "gpu"
-        or _is_channels_last(x)
+        or is_channels_last(x)
         or x.dtype not in _TOEPLITZ_DTYPES
         or kernel_w < _TOEPLITZ_MIN_WIDTH
     ):
@@ -498,10 +500,6 @@ def is_available(x: Tensor) -> bool:
     if x.device.type == "cuda":
         return True
     return x.device.type == "cpu" and _INTERPRETED
-
-
-def _is_channels_last(t: Tensor) -> bool:
-    return t.is_contiguous(memory_format=torch.channels_last) and not t.is_contiguous()
 
 
 def _index_type(*tensors: Tensor):
@@ -539,7 +537,7 @@ def _direct(
     n, c, h, w = x.shape
     ho, wo = out_hw
     kh, kw = weight.shape[2], weight.shape[3]
-    channels_last = _is_channels_last(x)
+    channels_last = is_channels_last(x)
     fmt = torch.channels_last if channels_last else torch.contiguous_format
     y = torch.empty((n, c, ho, wo), dtype=x.dtype, device=x.device, memory_format=fmt)
     if y.numel() == 0:
@@ -639,7 +637,7 @@ def backward_weight(
             BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_K=block_k, num_warps=4,
         )  # fmt: skip
         return grad_w.unsqueeze(1)
-    tiles = _weight_grad_tiles((ho, wo), c, (kh_hi - kh_lo, kw_hi - kw_lo), _is_channels_last(x))
+    tiles = _weight_grad_tiles((ho, wo), c, (kh_hi - kh_lo, kw_hi - kw_lo), is_channels_last(x))
     chunks_h = triton.cdiv(kh_hi - kh_lo, tiles.tap_h)
     chunks_w = triton.cdiv(kw_hi - kw_lo, tiles.tap_w)
     c_blocks = triton.cdiv(c, tiles.block_c)

@@ -517,3 +517,17 @@ def test_dwconv_auto_cpu_policy_every_path_matches_conv2d(shape, kernel, channel
     for a, b in zip((ours[0], *ours[1]), (ref[0], *ref[1]), strict=True):
         torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-9)
     assert ours[0].is_contiguous(memory_format=torch.channels_last) == channels_last
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_dwconv_channel_slice_of_channels_last_stays_channels_last_like_conv2d(backend):
+    full = torch.randn(2, 8, 6, 7, dtype=torch.float64).contiguous(
+        memory_format=torch.channels_last
+    )
+    x = full[:, 2:5]  # a strided view, neither contiguous format
+    w = torch.randn(3, 1, 3, 5, dtype=torch.float64)
+    y = dwconv2d(x, w, backend=backend)
+    y_ref = F.conv2d(x, w, None, 1, (1, 2), 1, 3)
+    torch.testing.assert_close(y, y_ref)
+    assert y_ref.is_contiguous(memory_format=torch.channels_last)
+    assert y.is_contiguous(memory_format=torch.channels_last)
