@@ -118,7 +118,7 @@ def test_mixer_split_order_identity_first_against_conv2d():
 @pytest.mark.parametrize("dim, band, ratio", [(40, 9, 0.25), (96, 11, 0.125)])
 def test_mixer_output_stays_channels_last(dim, band, ratio):
     # A mixed-layout concat falls back to a slow path; the band convs' outputs must stay NHWC
-    # (with band 11 the ops CPU path returns NCHW for a strided channels_last slice).
+    # although their inputs are strided channel slices.
     mixer = InceptionDWConv2d(dim, band_kernel_size=band, branch_ratio=ratio)
     x = torch.randn(2, dim, 14, 14).contiguous(memory_format=torch.channels_last)
     with torch.no_grad():
