@@ -3,6 +3,7 @@
 from . import (
     bevanet,  # noqa: F401  (registers with timm)
     inceptionnext,  # noqa: F401  (registers with timm)
+    layers,  # noqa: F401  (makes ops.DepthwiseConv2d an fx leaf for timm's feature extraction)
     mkunet,  # noqa: F401  (registers with timm)
     unireplknet,  # noqa: F401  (registers with timm)
 )
