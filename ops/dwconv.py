@@ -24,8 +24,11 @@ BACKENDS = ("auto", "torch", "fft", "triton")
 # oneDNN's weight-gradient (and NCHW forward) for depthwise kernels this wide or wider is
 # im2col + GEMM on CPU; FFT is 5-25x faster there (specs/dwconv_kernels.md, section 4.3).
 CPU_GEMM_KERNEL_WIDTH = 15
-# Below that width, the FFT weight-gradient still wins once kh * kw * H * W exceeds this
-# (measured on 2 AVX-512 cores: 13x13 at 56x56 FFT 1.9 ms vs 6.6 ms; at 14x14 direct wins).
+# Below that width, the FFT weight-gradient still wins for kernels of at least 81 taps once
+# kh * kw * H * W exceeds 100k (2 AVX-512 threads, fp32: 13x13 at 56x56 FFT 3.1 ms vs 6.7 ms,
+# at 28x28 1.3 vs 2.1 ms; 9x9 at 56x56 2.4 vs 3.6 ms; but 7x7 at 56x56 2.9 vs 2.7 ms and
+# 13x13 at 14x14 7.1 vs 5.4 ms (8x128 channels) stay direct).
+CPU_FFT_WEIGHT_GRAD_MIN_TAPS = 81
 CPU_FFT_WEIGHT_GRAD_WORK = 100_000
 
 _backend = os.environ.get("ZOO_DWCONV_BACKEND", "auto")
@@ -152,12 +155,15 @@ def _kernel_width(weight: Tensor, dilation: Sequence[int]) -> int:
 def _cpu_weight_grad_by_fft(x: Tensor, weight: Tensor, dilation: Sequence[int]) -> bool:
     """FFT weight-gradient where it beats oneDNN (measured, specs/dwconv_kernels.md 4.3 and
     tools/benchmark_ops.py): always once oneDNN falls back to GEMM (kernel width >= 15), and for
-    narrower kernels when taps x pixels is large (e.g. 7x7 at 56x56, 13x13 at 28x28), since the
-    FFT cost hardly grows with the kernel while the direct cost grows with every tap."""
+    narrower kernels with many taps on large maps (e.g. 13x13 at 28x28), since the FFT cost
+    hardly grows with the kernel while the direct cost grows with every tap."""
     if _kernel_width(weight, dilation) >= CPU_GEMM_KERNEL_WIDTH:
         return True
     taps = weight.shape[2] * weight.shape[3]
-    return taps * x.shape[2] * x.shape[3] >= CPU_FFT_WEIGHT_GRAD_WORK
+    return (
+        taps >= CPU_FFT_WEIGHT_GRAD_MIN_TAPS
+        and taps * x.shape[2] * x.shape[3] >= CPU_FFT_WEIGHT_GRAD_WORK
+    )
 
 
 def _cpu_native_autograd(x: Tensor, weight: Tensor, dilation: Sequence[int]) -> bool:
