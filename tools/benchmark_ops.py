@@ -78,11 +78,21 @@ def make_case(variant: str, shape, kernel, dtype, device, backward: bool) -> Cal
 
 
 def time_interleaved(cases: dict[str, Callable[[], None]], reps: int, device) -> dict[str, float]:
-    """Median wall time in ms of each case; repetitions are interleaved across cases."""
+    """Median wall time in ms of each case; repetitions are interleaved across cases.
+
+    Fast cases get more repetitions (up to 10x `reps`, about 0.5 s per case), so sub-millisecond
+    rows are not decided by a few noisy samples.
+    """
     times: dict[str, list[float]] = {name: [] for name in cases}
-    for fn in cases.values():  # warm-up (and Triton compilation)
+    slowest = 0.0
+    for fn in cases.values():  # warm-up (and Triton compilation), then one timed call
         fn()
-    _sync(device)
+        _sync(device)
+        t0 = time.perf_counter()
+        fn()
+        _sync(device)
+        slowest = max(slowest, time.perf_counter() - t0)
+    reps = max(reps, min(10 * reps, int(0.5 / max(slowest, 1e-6))))
     for _ in range(reps):
         for name, fn in cases.items():
             _sync(device)
@@ -152,7 +162,7 @@ def table(device, shape, dtype, rows, variants) -> str:
         f"### {device.type.upper()}: {machine_description(device)}",
         "",
         f"shape (N, C, H, W) = {tuple(shape)}, {str(dtype).replace('torch.', '')}, stride 1, "
-        "'same' padding, bias; median of interleaved repetitions; "
+        "'same' padding, bias; median of interleaved repetitions (7-70 per row); "
         "speed-up = F.conv2d time / auto time "
         "(auto = the faster of the auto rows, i.e. NCHW or channels_last input).",
         "",
