@@ -5,12 +5,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import lightning.pytorch as pl
 import torch
 from lightning.pytorch.utilities import rank_zero_info
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import Dataset
 
 from .layout import ConfigError, first_few, require_dir, require_images
+from .loading import TrainValDataModule
 from .shapes import ShapesDataModule
 from .transforms import SegmentationTransform, load_mask, load_rgb
 
@@ -69,7 +69,7 @@ class CityscapesPairs(Dataset):
         return self.transform(load_rgb(img_path), label_ids_to_train_ids(load_mask(gt_path)))
 
 
-class CityscapesDataModule(pl.LightningDataModule):
+class CityscapesDataModule(TrainValDataModule):
     """Cityscapes fine annotations. Training: random scale in `scale_range` (relative to the
     2048-wide original, as BEVANet/PIDNet do), random `crop_size` crop, flip. Validation at
     `val_size` (default: the full 1024x2048).
@@ -123,25 +123,6 @@ class CityscapesDataModule(pl.LightningDataModule):
         self.train_set = CityscapesPairs(self.train_pairs, train_tf)
         self.val_set = CityscapesPairs(self.val_pairs, val_tf)
 
-    def _loader(self, dataset: Dataset, train: bool) -> DataLoader:
-        # the embedded sets live in memory: worker processes would only add start-up time
-        workers = 0 if self.embedded is not None else self.hparams.num_workers
-        return DataLoader(
-            dataset,
-            # full-resolution Cityscapes images are evaluated one at a time
-            batch_size=self.hparams.batch_size if train or self.embedded else 1,
-            shuffle=train,
-            drop_last=train,
-            num_workers=workers,
-            persistent_workers=workers > 0,
-            pin_memory=torch.cuda.is_available(),
-        )
-
-    def train_dataloader(self) -> DataLoader:
-        return self._loader(self.train_set, True)
-
-    def val_dataloader(self) -> DataLoader:
-        return self._loader(self.val_set, False)
-
-    test_dataloader = val_dataloader
-    predict_dataloader = val_dataloader
+    def eval_batch_size(self) -> int:
+        # full-resolution Cityscapes images are evaluated one at a time
+        return self.hparams.batch_size if self.embedded is not None else 1

@@ -4,13 +4,14 @@ Nothing is downloaded, so every classification config runs on a fresh machine.""
 
 from __future__ import annotations
 
-import lightning.pytorch as pl
 import torch
 import torch.nn.functional as F
 from sklearn.datasets import load_digits
 from sklearn.model_selection import train_test_split
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import Dataset
 from torchvision.transforms import v2
+
+from .loading import TrainValDataModule
 
 
 class _TensorImages(Dataset):
@@ -27,7 +28,7 @@ class _TensorImages(Dataset):
         return x, self.labels[i]
 
 
-class DigitsDataModule(pl.LightningDataModule):
+class DigitsDataModule(TrainValDataModule):
     """scikit-learn digits as 3-channel `image_size` images, stratified train/val split.
 
     Pixels are scaled to [-1, 1]; training adds a small random affine jitter. `test` and
@@ -74,22 +75,3 @@ class DigitsDataModule(pl.LightningDataModule):
             aug = v2.RandomAffine(degrees=10, translate=(0.1, 0.1), scale=(0.9, 1.1), fill=-1.0)
         self.train_set = _TensorImages(x[idx_train], y[idx_train], aug)
         self.val_set = _TensorImages(x[idx_val], y[idx_val])
-
-    def train_dataloader(self) -> DataLoader:
-        # drop_last keeps batches even-sized, which timm's Mixup requires
-        return DataLoader(
-            self.train_set,
-            batch_size=self.hparams.batch_size,
-            shuffle=True,
-            drop_last=len(self.train_set) > self.hparams.batch_size,
-            num_workers=self.hparams.num_workers,
-            persistent_workers=self.hparams.num_workers > 0,
-        )
-
-    def val_dataloader(self) -> DataLoader:
-        return DataLoader(
-            self.val_set, batch_size=self.hparams.batch_size, num_workers=self.hparams.num_workers
-        )
-
-    test_dataloader = val_dataloader
-    predict_dataloader = val_dataloader

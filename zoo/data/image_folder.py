@@ -4,15 +4,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import lightning.pytorch as pl
-import torch
 from lightning.pytorch.utilities import rank_zero_info
 from timm.data import create_transform
-from torch.utils.data import DataLoader
 from torchvision.datasets import ImageFolder
 
 from .digits import DigitsDataModule
 from .layout import IMAGE_EXTENSIONS, ConfigError, first_few, require_dir
+from .loading import TrainValDataModule
 
 LAYOUT = """  <root>/train/<class_name>/<image>.jpg   (one folder per class, e.g. n01440764/)
   <root>/val/<class_name>/<image>.jpg     (the same class folders)"""
@@ -38,7 +36,7 @@ def _check_split(root: Path, split: str) -> list[str]:
     return classes
 
 
-class ImageFolderDataModule(pl.LightningDataModule):
+class ImageFolderDataModule(TrainValDataModule):
     """`root/train/<class>/*` and `root/val/<class>/*` (ImageNet layout).
 
     Transforms are timm's `create_transform` (RandomResizedCrop + flip + optional RandAugment
@@ -99,25 +97,3 @@ class ImageFolderDataModule(pl.LightningDataModule):
         eval_tf = create_transform(is_training=False, crop_pct=hp.crop_pct, **common)
         self.train_set = ImageFolder(str(self.root / "train"), transform=train_tf)
         self.val_set = ImageFolder(str(self.root / "val"), transform=eval_tf)
-
-    def _loader(self, dataset, train: bool) -> DataLoader:
-        # the embedded sets live in memory: worker processes would only add start-up time
-        workers = 0 if self.embedded is not None else self.hparams.num_workers
-        return DataLoader(
-            dataset,
-            batch_size=self.hparams.batch_size,
-            shuffle=train,
-            drop_last=train,
-            num_workers=workers,
-            persistent_workers=workers > 0,
-            pin_memory=torch.cuda.is_available(),
-        )
-
-    def train_dataloader(self) -> DataLoader:
-        return self._loader(self.train_set, True)
-
-    def val_dataloader(self) -> DataLoader:
-        return self._loader(self.val_set, False)
-
-    test_dataloader = val_dataloader
-    predict_dataloader = val_dataloader

@@ -6,12 +6,11 @@ from __future__ import annotations
 import random
 from pathlib import Path
 
-import lightning.pytorch as pl
-import torch
 from lightning.pytorch.utilities import rank_zero_info
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import Dataset
 
 from .layout import ConfigError, first_few, require_dir, require_images
+from .loading import TrainValDataModule
 from .shapes import ShapesDataModule
 from .transforms import SegmentationTransform, load_mask, load_rgb
 
@@ -78,7 +77,7 @@ class MaskPairs(Dataset):
         return self.transform(img, mask)
 
 
-class MaskFolderDataModule(pl.LightningDataModule):
+class MaskFolderDataModule(TrainValDataModule):
     """Binary segmentation from `root/images` + `root/masks`, split `val_fraction` at random
     (seeded), or from `root/train/...` and `root/val/...` when those exist.
 
@@ -138,25 +137,3 @@ class MaskFolderDataModule(pl.LightningDataModule):
         )
         self.train_set = MaskPairs(self.train_pairs, train_tf)
         self.val_set = MaskPairs(self.val_pairs, SegmentationTransform(size, train=False))
-
-    def _loader(self, dataset: Dataset, train: bool) -> DataLoader:
-        # the embedded sets live in memory: worker processes would only add start-up time
-        workers = 0 if self.embedded is not None else self.hparams.num_workers
-        return DataLoader(
-            dataset,
-            batch_size=self.hparams.batch_size,
-            shuffle=train,
-            drop_last=train and len(dataset) > self.hparams.batch_size,
-            num_workers=workers,
-            persistent_workers=workers > 0,
-            pin_memory=torch.cuda.is_available(),
-        )
-
-    def train_dataloader(self) -> DataLoader:
-        return self._loader(self.train_set, True)
-
-    def val_dataloader(self) -> DataLoader:
-        return self._loader(self.val_set, False)
-
-    test_dataloader = val_dataloader
-    predict_dataloader = val_dataloader

@@ -12,13 +12,13 @@ from __future__ import annotations
 
 import functools
 
-import lightning.pytorch as pl
 import numpy as np
 import skimage.data
 import torch
 from skimage import draw
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import Dataset
 
+from .loading import TrainValDataModule
 from .transforms import SegmentationTransform
 
 _TEXTURES = ("brick", "grass", "gravel", "camera", "coffee", "astronaut", "chelsea", "moon")
@@ -110,7 +110,7 @@ class _Scenes(Dataset):
         return self.transform(torch.from_numpy(self.images[i]), torch.from_numpy(self.masks[i]))
 
 
-class ShapesDataModule(pl.LightningDataModule):
+class ShapesDataModule(TrainValDataModule):
     """Generated textured scenes with masks (see the module docstring). Deterministic for a
     given `seed`; the validation scenes are generated from a different seed than training."""
 
@@ -149,20 +149,3 @@ class ShapesDataModule(pl.LightningDataModule):
         val = generate_scenes(hp.num_val, hp.image_size, hp.num_classes, hp.seed + 10_000)
         self.train_set = _Scenes(*train, SegmentationTransform(size, train=True, vflip=True))
         self.val_set = _Scenes(*val, SegmentationTransform(size, train=False))
-
-    def train_dataloader(self) -> DataLoader:
-        return DataLoader(
-            self.train_set,
-            batch_size=self.hparams.batch_size,
-            shuffle=True,
-            drop_last=len(self.train_set) > self.hparams.batch_size,
-            num_workers=self.hparams.num_workers,
-        )
-
-    def val_dataloader(self) -> DataLoader:
-        return DataLoader(
-            self.val_set, batch_size=self.hparams.batch_size, num_workers=self.hparams.num_workers
-        )
-
-    test_dataloader = val_dataloader
-    predict_dataloader = val_dataloader
