@@ -21,7 +21,6 @@ import copy
 import datetime
 import json
 import math
-import os
 import platform
 import statistics
 import sys
@@ -33,9 +32,11 @@ import torch
 import torch.nn as nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 import timm  # noqa: E402
 from fvcore.nn import FlopCountAnalysis  # noqa: E402
 from fvcore.nn.jit_handles import get_shape  # noqa: E402
+from machine_info import cpu_model, load_average  # noqa: E402
 
 import ops  # noqa: E402
 import zoo  # noqa: E402
@@ -202,25 +203,6 @@ def benchmark(name: str, kwargs: dict, batch: int, warmup: int, runs: int) -> di
     )
 
 
-def machine() -> str:
-    cpu = platform.processor() or "cpu"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return f"{cpu}, {os.cpu_count()} logical cores, ISA {torch.backends.cpu.get_cpu_capability()}"
-
-
-def load_average() -> str:
-    try:
-        return ", ".join(f"{v:.2f}" for v in os.getloadavg())
-    except OSError:
-        return "n/a"
-
-
 def render(rows: list[dict], meta: dict) -> str:
     lines = [
         "# Model benchmark (training form vs deploy form)",
@@ -284,7 +266,7 @@ def main() -> None:
 
     meta = dict(
         date=f"{datetime.datetime.now(datetime.UTC):%Y-%m-%d %H:%M} UTC",
-        machine=machine(),
+        machine=cpu_model(),
         torch=torch.__version__,
         timm=timm.__version__,
         fvcore=version("fvcore"),

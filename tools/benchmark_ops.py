@@ -29,6 +29,9 @@ import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from machine_info import cpu_model, load_average  # noqa: E402
+
 import ops  # noqa: E402
 
 KERNELS = [(3, 3), (7, 7), (13, 13), (31, 31), (1, 31), (31, 1)]
@@ -139,17 +142,7 @@ def _format_row(row, variants) -> str:
 def machine_description(device) -> str:
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
-    cpu = platform.processor() or "cpu"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return (
-        f"{cpu}, {torch.get_num_threads()} threads, ISA {torch.backends.cpu.get_cpu_capability()}"
-    )
+    return f"{cpu_model()}, {torch.get_num_threads()} threads"
 
 
 def table(device, shape, dtype, rows, variants) -> str:
@@ -224,10 +217,7 @@ def main() -> None:
         sections.append(table(gpu, args.gpu_shape, dtype, gpu_rows, gpu_variants))
         record["gpu"] = dict(shape=args.gpu_shape, dtype=args.gpu_dtype, rows=gpu_rows)
 
-    try:
-        load = "load average " + ", ".join(f"{v:.1f}" for v in os.getloadavg())
-    except OSError:
-        load = ""
+    load = "load average " + load_average()
     header = [
         "# ops.dwconv2d benchmark",
         "",
