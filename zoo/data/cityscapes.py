@@ -7,12 +7,11 @@ from pathlib import Path
 
 import torch
 from lightning.pytorch.utilities import rank_zero_info
-from torch.utils.data import Dataset
 
 from .layout import ConfigError, first_few, require_dir, require_images
 from .loading import TrainValDataModule
 from .shapes import ShapesDataModule
-from .transforms import SegmentationTransform, load_mask, load_rgb
+from .transforms import ImageLabelPairs, SegmentationTransform
 
 LAYOUT = """  <root>/leftImg8bit/{train,val}/<city>/<city>_<seq>_<frame>_leftImg8bit.png
   <root>/gtFine/{train,val}/<city>/<city>_<seq>_<frame>_gtFine_labelIds.png"""
@@ -55,18 +54,6 @@ def find_pairs(root: Path, split: str) -> list[tuple[Path, Path]]:
             f"missing: {first_few(missing, 3)}.\nExpected layout:\n{LAYOUT}"
         )
     return pairs
-
-
-class CityscapesPairs(Dataset):
-    def __init__(self, pairs: list[tuple[Path, Path]], transform: SegmentationTransform) -> None:
-        self.pairs, self.transform = pairs, transform
-
-    def __len__(self) -> int:
-        return len(self.pairs)
-
-    def __getitem__(self, i: int):
-        img_path, gt_path = self.pairs[i]
-        return self.transform(load_rgb(img_path), label_ids_to_train_ids(load_mask(gt_path)))
 
 
 class CityscapesDataModule(TrainValDataModule):
@@ -120,8 +107,8 @@ class CityscapesDataModule(TrainValDataModule):
         val_tf = SegmentationTransform(
             tuple(hp.val_size) if hp.val_size else None, train=False, ignore_index=IGNORE_INDEX
         )
-        self.train_set = CityscapesPairs(self.train_pairs, train_tf)
-        self.val_set = CityscapesPairs(self.val_pairs, val_tf)
+        self.train_set = ImageLabelPairs(self.train_pairs, train_tf, label_ids_to_train_ids)
+        self.val_set = ImageLabelPairs(self.val_pairs, val_tf, label_ids_to_train_ids)
 
     def eval_batch_size(self) -> int:
         # full-resolution Cityscapes images are evaluated one at a time

@@ -6,13 +6,13 @@ from __future__ import annotations
 import random
 from pathlib import Path
 
+import torch
 from lightning.pytorch.utilities import rank_zero_info
-from torch.utils.data import Dataset
 
 from .layout import ConfigError, first_few, require_dir, require_images
 from .loading import TrainValDataModule
 from .shapes import ShapesDataModule
-from .transforms import SegmentationTransform, load_mask, load_rgb
+from .transforms import ImageLabelPairs, SegmentationTransform
 
 LAYOUT = """  <root>/images/<name>.png|jpg    input images
   <root>/masks/<name>.png|jpg     one mask per image: same name, optionally with a suffix
@@ -55,26 +55,10 @@ def pair_images_with_masks(root: Path) -> list[tuple[Path, Path]]:
     return pairs
 
 
-class MaskPairs(Dataset):
-    """(image, binary mask) pairs; the mask is 1 where the stored value exceeds half its range."""
-
-    def __init__(self, pairs: list[tuple[Path, Path]], transform: SegmentationTransform) -> None:
-        self.pairs, self.transform = pairs, transform
-
-    def __len__(self) -> int:
-        return len(self.pairs)
-
-    def __getitem__(self, i: int):
-        img_path, mask_path = self.pairs[i]
-        img, raw = load_rgb(img_path), load_mask(mask_path)
-        if img.shape[-2:] != raw.shape:
-            raise ConfigError(
-                f"image '{img_path}' is {tuple(img.shape[-2:])} but its mask '{mask_path}' is "
-                f"{tuple(raw.shape)}"
-            )
-        # 0/255 masks (JPEG-compressed ones carry noise around both values) and 0/1 masks
-        mask = (raw > (127 if raw.max() > 1 else 0)).long()
-        return self.transform(img, mask)
+def binarize_mask(raw: torch.Tensor) -> torch.Tensor:
+    """1 where the stored value exceeds half its range: 0/255 masks (JPEG-compressed ones carry
+    noise around both values) and 0/1 masks."""
+    return (raw > (127 if raw.max() > 1 else 0)).long()
 
 
 class MaskFolderDataModule(TrainValDataModule):
@@ -135,5 +119,7 @@ class MaskFolderDataModule(TrainValDataModule):
         train_tf = SegmentationTransform(
             size, train=True, scale_range=self.hparams.scale_range, vflip=True, ignore_index=0
         )
-        self.train_set = MaskPairs(self.train_pairs, train_tf)
-        self.val_set = MaskPairs(self.val_pairs, SegmentationTransform(size, train=False))
+        self.train_set = ImageLabelPairs(self.train_pairs, train_tf, binarize_mask)
+        self.val_set = ImageLabelPairs(
+            self.val_pairs, SegmentationTransform(size, train=False), binarize_mask
+        )

@@ -4,6 +4,7 @@ padded with the ignore index, so labels never blend)."""
 from __future__ import annotations
 
 import random
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -11,6 +12,9 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
+from torch.utils.data import Dataset
+
+from .layout import ConfigError
 
 
 def load_rgb(path: Path) -> torch.Tensor:
@@ -92,3 +96,28 @@ class SegmentationTransform:
         h, w = img.shape[-2:]
         y, x = random.randint(0, h - th), random.randint(0, w - tw)
         return img[:, y : y + th, x : x + tw], mask[y : y + th, x : x + tw]
+
+
+class ImageLabelPairs(Dataset):
+    """(image file, label-map file) pairs -> `transform(image, to_label(raw label map))`."""
+
+    def __init__(
+        self,
+        pairs: list[tuple[Path, Path]],
+        transform: SegmentationTransform,
+        to_label: Callable[[torch.Tensor], torch.Tensor],
+    ) -> None:
+        self.pairs, self.transform, self.to_label = pairs, transform, to_label
+
+    def __len__(self) -> int:
+        return len(self.pairs)
+
+    def __getitem__(self, i: int):
+        img_path, label_path = self.pairs[i]
+        img, raw = load_rgb(img_path), load_mask(label_path)
+        if img.shape[-2:] != raw.shape:
+            raise ConfigError(
+                f"image '{img_path}' is {tuple(img.shape[-2:])} but its mask '{label_path}' is "
+                f"{tuple(raw.shape)}"
+            )
+        return self.transform(img, self.to_label(raw))
