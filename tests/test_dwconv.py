@@ -53,17 +53,18 @@ def _random_case(rng: random.Random) -> dict:
         )
     else:
         padding = "same"
+    return _case(
+        rng.choice([1, 1, 2]), rng.choice([1, 2, 3, 5]), h, w, kernel, dilation, padding,
+        channels_last=rng.random() < 0.4, bias=rng.random() < 0.6,
+    )  # fmt: skip
+
+
+def _case(n, c, h, w, kernel, dilation=(1, 1), padding="same", channels_last=False, bias=True):
+    """A fixed geometry in the same form as `_random_case`'s."""
     return dict(
-        n=rng.choice([1, 1, 2]),
-        c=rng.choice([1, 2, 3, 5]),
-        h=h,
-        w=w,
-        kernel=kernel,
-        dilation=dilation,
-        padding=padding,
-        channels_last=rng.random() < 0.4,
-        bias=rng.random() < 0.6,
-    )
+        n=n, c=c, h=h, w=w, kernel=kernel, dilation=dilation, padding=padding,
+        channels_last=channels_last, bias=bias,
+    )  # fmt: skip
 
 
 CASES = [_random_case(random.Random(seed)) for seed in range(NUM_RANDOM_CASES)]
@@ -140,50 +141,10 @@ def test_dwconv_matches_conv2d_float64_random_sweep(backend, case):
 
 
 GRADCHECK_CASES = [
-    dict(
-        n=1,
-        c=2,
-        h=4,
-        w=5,
-        kernel=(5, 5),
-        dilation=(1, 1),
-        padding="same",
-        channels_last=False,
-        bias=True,
-    ),
-    dict(
-        n=1,
-        c=2,
-        h=3,
-        w=6,
-        kernel=(1, 9),
-        dilation=(1, 2),
-        padding="same",
-        channels_last=True,
-        bias=True,
-    ),
-    dict(
-        n=1,
-        c=2,
-        h=3,
-        w=3,
-        kernel=(7, 7),
-        dilation=(1, 1),
-        padding="same",
-        channels_last=False,
-        bias=False,
-    ),
-    dict(
-        n=2,
-        c=1,
-        h=4,
-        w=3,
-        kernel=(2, 4),
-        dilation=(2, 1),
-        padding=(1, 2),
-        channels_last=False,
-        bias=True,
-    ),
+    _case(1, 2, 4, 5, (5, 5)),
+    _case(1, 2, 3, 6, (1, 9), dilation=(1, 2), channels_last=True),
+    _case(1, 2, 3, 3, (7, 7), bias=False),
+    _case(2, 1, 4, 3, (2, 4), dilation=(2, 1), padding=(1, 2)),
 ]
 
 
@@ -207,50 +168,10 @@ def test_dwconv_gradcheck_float64(backend, case):
 # (rel. 2^-8 ~ 4e-3 per rounding), fp16 11 bits (~5e-4); inputs are rounded too, so allow 3x.
 HALF_TOLERANCE = {torch.float16: 2e-3, torch.bfloat16: 1.5e-2}
 HALF_CASES = [
-    dict(
-        n=2,
-        c=4,
-        h=9,
-        w=8,
-        kernel=(7, 7),
-        dilation=(1, 1),
-        padding="same",
-        channels_last=False,
-        bias=True,
-    ),
-    dict(
-        n=1,
-        c=3,
-        h=8,
-        w=9,
-        kernel=(13, 13),
-        dilation=(1, 1),
-        padding="same",
-        channels_last=True,
-        bias=True,
-    ),
-    dict(
-        n=1,
-        c=5,
-        h=6,
-        w=9,
-        kernel=(1, 31),
-        dilation=(1, 1),
-        padding="same",
-        channels_last=False,
-        bias=False,
-    ),
-    dict(
-        n=2,
-        c=2,
-        h=7,
-        w=5,
-        kernel=(5, 3),
-        dilation=(2, 3),
-        padding="same",
-        channels_last=True,
-        bias=True,
-    ),
+    _case(2, 4, 9, 8, (7, 7)),
+    _case(1, 3, 8, 9, (13, 13), channels_last=True),
+    _case(1, 5, 6, 9, (1, 31), bias=False),
+    _case(2, 2, 7, 5, (5, 3), dilation=(2, 3), channels_last=True),
 ]
 
 
@@ -286,17 +207,7 @@ def test_dwconv_half_precision_close_to_fp32_reference(dtype, backend, case):
 
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_dwconv_two_runs_are_bitwise_equal(backend):
-    case = dict(
-        n=2,
-        c=3,
-        h=9,
-        w=9,
-        kernel=(9, 9),
-        dilation=(1, 1),
-        padding="same",
-        channels_last=True,
-        bias=True,
-    )
+    case = _case(2, 3, 9, 9, (9, 9), channels_last=True)
     x, weight, bias = _tensors(case, dtype=torch.float32)
 
     def fn(a, b, c):
@@ -497,17 +408,7 @@ def test_dwconv_bad_dilation_padding_bias():
     ],
 )
 def test_dwconv_auto_cpu_policy_every_path_matches_conv2d(shape, kernel, channels_last):
-    case = dict(
-        n=shape[0],
-        c=shape[1],
-        h=shape[2],
-        w=shape[3],
-        kernel=kernel,
-        dilation=(1, 1),
-        padding="same",
-        channels_last=channels_last,
-        bias=True,
-    )
+    case = _case(shape[0], shape[1], shape[2], shape[3], kernel, channels_last=channels_last)
     x, weight, bias = _tensors(case)
     padding = _reference_padding(case)
     ours = _forward_and_grads(lambda a, b, c: dwconv2d(a, b, c, backend="auto"), x, weight, bias)
