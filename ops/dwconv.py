@@ -11,25 +11,30 @@ This is the only module that chooses a backend; each backend file only computes.
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 from torch import Tensor
 
-from . import dwconv_fft, dwconv_reference, dwconv_triton
+from . import dwconv_cpu, dwconv_fft, dwconv_native, dwconv_reference, dwconv_triton
 from .layout import is_channels_last, memory_format
 
 BACKENDS = ("auto", "torch", "fft", "triton")
-# oneDNN's weight-gradient (and NCHW forward) for depthwise kernels this wide or wider is
-# im2col + GEMM on CPU; FFT is 5-25x faster there (specs/dwconv_kernels.md, section 4.3).
-CPU_GEMM_KERNEL_WIDTH = 15
-# Below that width, the FFT weight-gradient still wins for kernels of at least 81 taps once
-# kh * kw * H * W exceeds 100k (2 AVX-512 threads, fp32: 13x13 at 56x56 FFT 3.1 ms vs 6.7 ms,
-# at 28x28 1.3 vs 2.1 ms; 9x9 at 56x56 2.4 vs 3.6 ms; but 7x7 at 56x56 2.9 vs 2.7 ms and
-# 13x13 at 14x14 7.1 vs 5.4 ms (8x128 channels) stay direct).
-CPU_FFT_WEIGHT_GRAD_MIN_TAPS = 81
-CPU_FFT_WEIGHT_GRAD_WORK = 100_000
+# CPU policy of "auto" (fp32, 2 AVX-512 threads, measured with tools/benchmark_ops.py and
+# recorded in benchmarks/ops_cpu.md): our own kernels (dwconv_native) where they apply, else
+# oneDNN's fast kernels phrased as forward convolutions (dwconv_cpu), except:
+# - F.conv2d's own autograd for channels_last input while its jit weight-gradient exists (kernel
+#   width <= 13, no dilation) and either the kernel is tiny (<= 9 taps, where converting to NCHW
+#   for our kernels costs more than it saves) or our kernels do not cover it;
+CPU_NATIVE_MAX_TAPS = 9
+CPU_JIT_WEIGHT_GRAD_MAX_WIDTH = 13
+# - the weight-gradient by FFT for kernels our kernels do not cover, with at least this many
+#   live taps on maps of at least this many pixels, where the FFT's cost (almost independent of
+#   the kernel) wins.
+CPU_FFT_WEIGHT_GRAD_MIN_TAPS = 400
+CPU_FFT_WEIGHT_GRAD_MIN_PIXELS = 56 * 56
 
 _backend = os.environ.get("ZOO_DWCONV_BACKEND", "auto")
 if _backend not in BACKENDS:
@@ -148,68 +153,49 @@ def _concrete_backend(backend: str, x: Tensor) -> str:
     return "auto" if x.device.type == "cpu" else "torch"
 
 
-def _kernel_width(weight: Tensor, dilation: Sequence[int]) -> int:
-    return dilation[1] * (weight.shape[3] - 1) + 1
+def _live_kernel_hw(x: Tensor, weight: Tensor, padding, dilation) -> tuple[int, int]:
+    """Kernel size once the taps that only read padding are dropped."""
+    out_hw = _output_hw(x, weight, padding, dilation)
+    spans = [
+        dwconv_cpu.live_taps(
+            x.shape[2 + a], out_hw[a], weight.shape[2 + a], padding[a], dilation[a]
+        )
+        for a in (0, 1)
+    ]
+    return spans[0][1] - spans[0][0] + 1, spans[1][1] - spans[1][0] + 1
 
 
-def _cpu_weight_grad_by_fft(x: Tensor, weight: Tensor, dilation: Sequence[int]) -> bool:
-    """FFT weight-gradient where it beats oneDNN (measured, specs/dwconv_kernels.md 4.3 and
-    tools/benchmark_ops.py): always once oneDNN falls back to GEMM (kernel width >= 15), and for
-    narrower kernels with many taps on large maps (e.g. 13x13 at 28x28), since the FFT cost
-    hardly grows with the kernel while the direct cost grows with every tap."""
-    if _kernel_width(weight, dilation) >= CPU_GEMM_KERNEL_WIDTH:
-        return True
-    taps = weight.shape[2] * weight.shape[3]
-    return (
-        taps >= CPU_FFT_WEIGHT_GRAD_MIN_TAPS
-        and taps * x.shape[2] * x.shape[3] >= CPU_FFT_WEIGHT_GRAD_WORK
-    )
-
-
-def _cpu_native_autograd(x: Tensor, weight: Tensor, dilation: Sequence[int]) -> bool:
-    """Whether plain F.conv2d (with its own autograd) is already the best CPU choice.
-
-    channels_last: oneDNN's jit kernels serve all three directions while the kernel is narrow.
-    NCHW: only 3x3 and smaller get a jit weight-gradient; anything larger is im2col + GEMM.
-    """
-    if _cpu_weight_grad_by_fft(x, weight, dilation):
+def _cpu_weight_grad_by_fft(x: Tensor, weight: Tensor, padding, dilation) -> bool:
+    if x.shape[2] * x.shape[3] < CPU_FFT_WEIGHT_GRAD_MIN_PIXELS:
         return False
-    if is_channels_last(x):
+    kh, kw = _live_kernel_hw(x, weight, padding, dilation)
+    if dwconv_native.supports(x, kh, dilation):
+        return False
+    return kh * kw >= CPU_FFT_WEIGHT_GRAD_MIN_TAPS
+
+
+def _cpu_native_autograd(x: Tensor, weight: Tensor, padding, dilation) -> bool:
+    """Whether plain F.conv2d (with its own autograd) is already the best CPU choice."""
+    if not is_channels_last(x) or tuple(dilation) != (1, 1):
+        return False
+    if weight.shape[3] > CPU_JIT_WEIGHT_GRAD_MAX_WIDTH:
+        return False
+    if weight.shape[2] * weight.shape[3] <= CPU_NATIVE_MAX_TAPS:
         return True
-    return weight.shape[2] * weight.shape[3] <= 9
-
-
-def _cpu_forward(x, weight, bias, padding, dilation) -> Tensor:
-    # Forward: oneDNN jit kernels in either layout, except NCHW with a wide kernel (GEMM).
-    if is_channels_last(x) or _kernel_width(weight, dilation) < CPU_GEMM_KERNEL_WIDTH:
-        return dwconv_reference.forward(x, weight, bias, (1, 1), padding, dilation)
-    y = dwconv_reference.forward(
-        x.contiguous(memory_format=torch.channels_last), weight, bias, (1, 1), padding, dilation
-    )
-    return y.contiguous()
+    kh, _ = _live_kernel_hw(x, weight, padding, dilation)
+    return not dwconv_native.supports(x, kh, dilation)
 
 
 def _cpu_backward(grad_out, x, weight, padding, dilation, need_x, need_w):
     grad_x = grad_w = None
-    if need_x:  # input-gradient: jit_dw in both layouts, for every kernel size
-        grad_x, _, _ = dwconv_reference.backward(
-            grad_out, x, weight, (1, 1), padding, dilation, (True, False, False)
-        )
+    if need_x:
+        grad_x = dwconv_cpu.input_grad(grad_out, weight, padding, dilation)
     if need_w:
-        if _cpu_weight_grad_by_fft(x, weight, dilation):
-            kernel_hw = (weight.shape[2], weight.shape[3])
+        kernel_hw = (weight.shape[2], weight.shape[3])
+        if _cpu_weight_grad_by_fft(x, weight, padding, dilation):
             grad_w = dwconv_fft.backward_weight(grad_out, x, kernel_hw, padding, dilation)
-        else:  # the jit weight-gradient exists only in channels_last
-            cl = torch.channels_last
-            _, grad_w, _ = dwconv_reference.backward(
-                grad_out.contiguous(memory_format=cl),
-                x.contiguous(memory_format=cl),
-                weight,
-                (1, 1),
-                padding,
-                dilation,
-                (False, True, False),
-            )
+        else:
+            grad_w = dwconv_cpu.weight_grad(grad_out, x, kernel_hw, padding, dilation)
     return grad_x, grad_w
 
 
@@ -221,7 +207,7 @@ def _forward_impl(x, weight, bias, padding, dilation, backend):
     if kind == "fft":
         y = dwconv_fft.forward(x, weight, bias, padding, dilation)
     elif kind == "auto":
-        y = _cpu_forward(x, weight, bias, padding, dilation)
+        y = dwconv_cpu.forward(x, weight, bias, padding, dilation)
     else:
         y = dwconv_reference.forward(x, weight, bias, (1, 1), padding, dilation)
     return y.contiguous(memory_format=memory_format(x))
@@ -392,6 +378,38 @@ def dwconv2d(
     backend: None (the global choice, see `set_backend`), "auto", "torch", "fft" or "triton".
     The output keeps x's memory format and dtype.
     """
+    if not torch.compiler.is_compiling() and type(x) is Tensor:
+        # Eager calls repeat the same few shapes: reuse the validated geometry and route. This
+        # path touches as little Python state as it can: right after a large conv has flushed
+        # the caches, every object it touches costs a cache miss.
+        try:
+            key = (
+                x.shape,
+                x.stride(),
+                x.dtype,
+                x.device,
+                weight.shape,
+                weight.dtype,
+                weight.device,
+                None if bias is None else (bias.shape, bias.dtype, bias.device),
+                stride,
+                padding,
+                dilation,
+                _backend if backend is None else backend,
+                torch.is_grad_enabled()
+                and (
+                    x.requires_grad
+                    or weight.requires_grad
+                    or (bias is not None and bias.requires_grad)
+                ),
+            )
+            plan = _plans.get(key)
+        except TypeError:  # unhashable arguments (lists): no plan
+            key = plan = None
+        if plan is not None and not torch._C._is_any_autocast_enabled():
+            return plan(x, weight, bias)
+    else:
+        key = None
     if backend is None:
         backend = _backend
     elif backend not in BACKENDS:
@@ -401,20 +419,40 @@ def dwconv2d(
         dtype = torch.get_autocast_dtype(x.device.type)
         x, weight = x.to(dtype), weight.to(dtype)
         bias = None if bias is None else bias.to(dtype)
+        key = None
     stride_hw, padding_hw, dilation_hw = _resolve_geometry(
         x, weight, bias, stride, padding, dilation
     )
+    if _traced(x) and stride_hw == (1, 1):
+        return _dwconv2d_op(x, weight, bias, list(padding_hw), list(dilation_hw), backend)
+    plan = _make_plan(x, weight, bias, stride_hw, padding_hw, dilation_hw, backend)
+    if key is not None and not _traced(x):
+        if len(_plans) >= PLAN_CACHE_SIZE:
+            _plans.clear()
+        _plans[key] = plan
+    return plan(x, weight, bias)
+
+
+# Routes chosen per (shapes, strides, dtypes, devices, geometry, backend, needs-grad); see the
+# key in dwconv2d.
+PLAN_CACHE_SIZE = 1024
+_plans: dict[tuple, Callable[[Tensor, Tensor, Tensor | None], Tensor]] = {}
+
+
+def _make_plan(x, weight, bias, stride_hw, padding_hw, dilation_hw, backend):
+    """The computation for validated arguments, as a function of (x, weight, bias)."""
+    channels = x.shape[1]
     if stride_hw != (1, 1):
         # Strided depthwise convs are cheap downsamplers; every backend but torch is stride-1.
-        return dwconv_reference.forward(x, weight, bias, stride_hw, padding_hw, dilation_hw)
-    if _traced(x):
-        return _dwconv2d_op(x, weight, bias, list(padding_hw), list(dilation_hw), backend)
+        return lambda x, w, b: F.conv2d(x, w, b, stride_hw, padding_hw, dilation_hw, channels)
     kind = _concrete_backend(backend, x)
-    if kind == "torch" or (kind == "auto" and _cpu_native_autograd(x, weight, dilation_hw)):
-        return dwconv_reference.forward(x, weight, bias, (1, 1), padding_hw, dilation_hw)
+    if kind == "torch" or (
+        kind == "auto" and _cpu_native_autograd(x, weight, padding_hw, dilation_hw)
+    ):
+        return lambda x, w, b: F.conv2d(x, w, b, 1, padding_hw, dilation_hw, channels)
     if not _requires_grad(x, weight, bias):
-        return _forward_impl(x, weight, bias, padding_hw, dilation_hw, backend)
-    return _DwConv2dFunction.apply(x, weight, bias, padding_hw, dilation_hw, backend)
+        return lambda x, w, b: _forward_impl(x, w, b, padding_hw, dilation_hw, backend)
+    return lambda x, w, b: _DwConv2dFunction.apply(x, w, b, padding_hw, dilation_hw, backend)
 
 
 # fx symbolic tracing (timm's feature extraction, torchvision's create_feature_extractor) keeps

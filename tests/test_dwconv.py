@@ -399,12 +399,15 @@ def test_dwconv_bad_dilation_padding_bias():
 @pytest.mark.parametrize(
     "shape, kernel, channels_last",
     [
+        # float64 never reaches the compiled float32 kernels (tests/test_dwconv_cpu.py does)
         ((1, 2, 12, 12), (7, 7), True),  # channels_last, narrow: F.conv2d's own autograd
-        ((1, 2, 12, 12), (3, 3), False),  # NCHW 3x3: F.conv2d's own autograd
-        ((1, 2, 12, 12), (7, 7), False),  # NCHW 7x7: weight-grad moved to channels_last
-        ((1, 2, 40, 40), (9, 9), True),  # many taps x pixels: FFT weight-grad
-        ((1, 2, 10, 24), (1, 17), False),  # wide: NCHW forward through channels_last + FFT dW
-        ((1, 2, 24, 10), (17, 1), True),  # tall band
+        ((1, 2, 12, 12), (3, 3), False),  # NCHW: jit_dw forward, dgrad, dW as a forward conv
+        ((1, 2, 12, 12), (7, 7), False),  # the same with a larger kernel
+        ((1, 2, 40, 40), (9, 9), True),  # channels_last, narrow: F.conv2d's own autograd
+        ((1, 2, 10, 24), (1, 17), False),  # wide: brdgmm forward, dW with explicit padding
+        ((1, 2, 24, 10), (17, 1), True),  # tall band: F.conv2d's own autograd
+        ((1, 2, 60, 60), (21, 21), False),  # >= 400 taps on >= 56x56: FFT weight-gradient
+        ((1, 2, 5, 7), (31, 31), False),  # kernel larger than the map: dead taps cropped
     ],
 )
 def test_dwconv_auto_cpu_policy_every_path_matches_conv2d(shape, kernel, channels_last):

@@ -19,6 +19,7 @@ import datetime
 import json
 import os
 import platform
+import random
 import statistics
 import sys
 import time
@@ -81,28 +82,36 @@ def make_case(variant: str, shape, kernel, dtype, device, backward: bool) -> Cal
 
 
 def time_interleaved(cases: dict[str, Callable[[], None]], reps: int, device) -> dict[str, float]:
-    """Median wall time in ms of each case; repetitions are interleaved across cases.
+    """Median per-call wall time in ms of each case.
 
-    Fast cases get more repetitions (up to 10x `reps`, about 0.5 s per case), so sub-millisecond
-    rows are not decided by a few noisy samples.
+    Each repetition runs every case as a block of back-to-back calls (about 10 ms per block),
+    the cases in an order shuffled anew for every repetition. Within a block a case follows
+    itself, so it meets the allocator and caches in its own steady state: timing single calls
+    in a fixed order let one case inherit another's freed buffers (and page faults), which
+    moved sub-millisecond rows by up to 3x depending only on their position in the list.
+    Shuffling spreads slow drifts in machine load evenly over the cases.
     """
     times: dict[str, list[float]] = {name: [] for name in cases}
-    slowest = 0.0
-    for fn in cases.values():  # warm-up (and Triton compilation), then one timed call
+    calls: dict[str, int] = {}
+    for name, fn in cases.items():  # warm-up (and Triton compilation), then one timed call
         fn()
         _sync(device)
         t0 = time.perf_counter()
         fn()
         _sync(device)
-        slowest = max(slowest, time.perf_counter() - t0)
-    reps = max(reps, min(10 * reps, int(0.5 / max(slowest, 1e-6))))
+        calls[name] = max(1, min(50, int(0.01 / max(time.perf_counter() - t0, 1e-6))))
+    order = list(cases)
+    shuffle = random.Random(0).shuffle
     for _ in range(reps):
-        for name, fn in cases.items():
+        shuffle(order)
+        for name in order:
+            fn = cases[name]
             _sync(device)
             t0 = time.perf_counter()
-            fn()
+            for _ in range(calls[name]):
+                fn()
             _sync(device)
-            times[name].append((time.perf_counter() - t0) * 1e3)
+            times[name].append((time.perf_counter() - t0) * 1e3 / calls[name])
     return {name: statistics.median(ts) for name, ts in times.items()}
 
 
@@ -155,7 +164,8 @@ def table(device, shape, dtype, rows, variants) -> str:
         f"### {device.type.upper()}: {machine_description(device)}",
         "",
         f"shape (N, C, H, W) = {tuple(shape)}, {str(dtype).replace('torch.', '')}, stride 1, "
-        "'same' padding, bias; median of interleaved repetitions (7-70 per row); "
+        "'same' padding, bias; time per call = median over repetitions of ~10 ms blocks of "
+        "back-to-back calls, the cases shuffled anew for each repetition; "
         "speed-up = F.conv2d time / auto time "
         "(auto = the faster of the auto rows, i.e. NCHW or channels_last input).",
         "",
@@ -186,7 +196,7 @@ def main() -> None:
     parser.add_argument(
         "--gpu-dtype", default="bfloat16", choices=["float32", "float16", "bfloat16"]
     )
-    parser.add_argument("--reps", type=int, default=7)
+    parser.add_argument("--reps", type=int, default=15)
     parser.add_argument("--quick", action="store_true", help="3 repetitions, CPU only")
     parser.add_argument("--threads", type=int, default=min(2, os.cpu_count() or 1))
     parser.add_argument("--out", default="benchmarks")

@@ -1,0 +1,242 @@
+/* Direct depthwise convolution kernels for CPU: float32, stride 1, no dilation.
+   Loaded by ops/dwconv_native.py, which compiles this file on first use.
+
+   GCC vector extensions (16 floats: one AVX-512 register, or two AVX2 registers) keep one
+   source for whatever -march=native offers. Each plane is first copied into a zero-bordered
+   scratch plane (width a multiple of 16 plus the kernel's reach, height a multiple of the row
+   block plus the kernel's reach), so inner loops have no bounds checks and no masks.
+
+   The kernel height KH is a compile-time constant (one instance per supported height): the
+   KH weights of one kernel column then live in registers, and every input vector loaded is
+   used by up to min(KH, ROWS) multiply-adds. Unaligned 64-byte loads split across two cache
+   lines, so a load per multiply-add would halve the throughput.
+
+   Threads: OpenMP. PyTorch's wheel ships libgomp.so.1, and this library's libgomp.so.1
+   dependency resolves to that already-loaded copy, so these are PyTorch's own threads. */
+
+#include <stdlib.h>
+#include <string.h>
+
+#define VEC 16
+#define ROWS 8
+typedef float vec __attribute__((vector_size(VEC * sizeof(float))));
+
+static inline vec load(const float *p) {
+    vec v;
+    memcpy(&v, p, sizeof(v));
+    return v;
+}
+
+/* A load the compiler must keep in a register: without the barrier GCC folds it back into
+   every multiply-add as a memory operand, i.e. one (split) load per multiply-add again. */
+static inline vec load_once(const float *p) {
+    vec v = load(p);
+    __asm__("" : "+v"(v));
+    return v;
+}
+
+static inline void store(float *p, vec v) { memcpy(p, &v, sizeof(v)); }
+
+/* Written out: GCC turns an element loop into 16 masked broadcasts. */
+static inline vec splat(float s) { return (vec){s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s}; }
+
+static inline float hsum(vec v) {
+    float s = 0.0f;
+    for (int i = 0; i < VEC; ++i) s += v[i];
+    return s;
+}
+
+static int round_up(int n, int m) { return (n + m - 1) / m * m; }
+
+/* dst (drows x dcols) = 0, then dst[r + top][c + left] = src[r][c] where inside. */
+static void place(const float *src, int rows, int cols, float *dst, int drows, int dcols,
+                  int top, int left) {
+    memset(dst, 0, sizeof(float) * (size_t)drows * dcols);
+    const int c0 = left < 0 ? -left : 0;
+    const int c1 = cols + left > dcols ? dcols - left : cols;
+    if (c1 <= c0) return;
+    for (int r = 0; r < rows; ++r) {
+        const int dr = r + top;
+        if (dr < 0 || dr >= drows) continue;
+        memcpy(dst + (size_t)dr * dcols + c0 + left, src + (size_t)r * cols + c0,
+               sizeof(float) * (c1 - c0));
+    }
+}
+
+/* ROWS output rows x all column vectors of one plane; xs points at the block's first row. */
+#define FORWARD_BLOCK(KH)                                                                   \
+    static void forward_block_##KH(const float *xs, int scols, const float *wc, int kw,     \
+                                   float b, float *out, int wvec) {                         \
+        for (int x0 = 0; x0 < wvec; x0 += VEC) {                                            \
+            vec acc[ROWS];                                                                  \
+            for (int r = 0; r < ROWS; ++r) acc[r] = splat(b);                               \
+            for (int j = 0; j < kw; ++j) {                                                  \
+                vec wr[KH];                                                                 \
+                _Pragma("GCC unroll 32") for (int i = 0; i < KH; ++i) wr[i] =               \
+                    splat(wc[i * kw + j]);                                                  \
+                const float *col = xs + x0 + j;                                             \
+                _Pragma("GCC unroll 64") for (int t = 0; t < ROWS + KH - 1; ++t) {          \
+                    const vec v = load_once(col + (size_t)t * scols);                            \
+                    _Pragma("GCC unroll 16") for (int r = 0; r < ROWS; ++r) {               \
+                        const int i = t - r;                                                \
+                        if (i >= 0 && i < KH) acc[r] += v * wr[i];                          \
+                    }                                                                       \
+                }                                                                           \
+            }                                                                               \
+            for (int r = 0; r < ROWS; ++r) store(out + (size_t)r * wvec + x0, acc[r]);      \
+        }                                                                                   \
+    }
+
+/* One plane's contribution to dw[i][j] = sum_(y,x) xs[y + i][x + j] * g[y][x]. Rows stream
+   by y: g[y] is loaded once and meets the KH input rows y..y+KH-1, which stay in a rolling
+   register window (xs row r in slot r % KH; unrolling by KH makes every slot index constant). */
+#define WEIGHT_GRAD_PLANE(KH)                                                               \
+    static void weight_grad_plane_##KH(const float *xs, int scols, const float *gs,         \
+                                       int wvec, int ho, int kw, float *dwc) {              \
+        const int full = ho - ho % KH;                                                      \
+        for (int j = 0; j < kw; ++j) {                                                      \
+            vec acc[KH];                                                                    \
+            for (int i = 0; i < KH; ++i) acc[i] = splat(0.0f);                              \
+            for (int x0 = 0; x0 < wvec; x0 += VEC) {                                        \
+                const float *col = xs + x0 + j;                                             \
+                const float *gcol = gs + x0;                                                \
+                vec win[KH];                                                                \
+                _Pragma("GCC unroll 16") for (int i = 0; i < KH - 1; ++i) win[i] =          \
+                    load_once(col + (size_t)i * scols);                                     \
+                for (int y0 = 0; y0 < full; y0 += KH) {                                     \
+                    _Pragma("GCC unroll 16") for (int u = 0; u < KH; ++u) {                 \
+                        win[(u + KH - 1) % KH] =                                            \
+                            load_once(col + (size_t)(y0 + u + KH - 1) * scols);             \
+                        const vec g = load_once(gcol + (size_t)(y0 + u) * wvec);            \
+                        _Pragma("GCC unroll 16") for (int i = 0; i < KH; ++i) acc[i] +=     \
+                            win[(u + i) % KH] * g;                                          \
+                    }                                                                       \
+                }                                                                           \
+                for (int y = full; y < ho; ++y) {                                           \
+                    const vec g = load_once(gcol + (size_t)y * wvec);                       \
+                    _Pragma("GCC unroll 16") for (int i = 0; i < KH; ++i) acc[i] +=         \
+                        load(col + (size_t)(y + i) * scols) * g;                            \
+                }                                                                           \
+            }                                                                               \
+            for (int i = 0; i < KH; ++i) dwc[i * kw + j] += hsum(acc[i]);                   \
+        }                                                                                   \
+    }
+
+#define KERNELS(KH) FORWARD_BLOCK(KH) WEIGHT_GRAD_PLANE(KH)
+KERNELS(1)
+KERNELS(3)
+KERNELS(5)
+KERNELS(7)
+KERNELS(9)
+KERNELS(11)
+KERNELS(13)
+KERNELS(15)
+
+typedef void (*forward_fn)(const float *, int, const float *, int, float, float *, int);
+typedef void (*weight_grad_fn)(const float *, int, const float *, int, int, int, float *);
+
+static forward_fn forward_for(int kh) {
+    switch (kh) {
+    case 1: return forward_block_1;
+    case 3: return forward_block_3;
+    case 5: return forward_block_5;
+    case 7: return forward_block_7;
+    case 9: return forward_block_9;
+    case 11: return forward_block_11;
+    case 13: return forward_block_13;
+    case 15: return forward_block_15;
+    default: return NULL;
+    }
+}
+
+static weight_grad_fn weight_grad_for(int kh) {
+    switch (kh) {
+    case 1: return weight_grad_plane_1;
+    case 3: return weight_grad_plane_3;
+    case 5: return weight_grad_plane_5;
+    case 7: return weight_grad_plane_7;
+    case 9: return weight_grad_plane_9;
+    case 11: return weight_grad_plane_11;
+    case 13: return weight_grad_plane_13;
+    case 15: return weight_grad_plane_15;
+    default: return NULL;
+    }
+}
+
+/* Kernel heights with a compiled kernel; anything else returns -1 from the entry points. */
+int dwconv_supports_height(int kh) { return forward_for(kh) != NULL; }
+
+/* y[p, y, x] = bias[c] + sum_ij w[c, i, j] * x[p, y - top + i, x - left + j], c = p % C.
+   x: planes (P, h, wd); y: (P, ho, wo). top/left may be negative (crop). */
+int dwconv_forward_f32(const float *x, const float *w, const float *bias, float *y, int planes,
+                       int channels, int h, int wd, int kh, int kw, int top, int left, int ho,
+                       int wo, int threads) {
+    const forward_fn block = forward_for(kh);
+    if (!block) return -1;
+    const int wvec = round_up(wo, VEC);
+    const int srows = round_up(ho, ROWS) + kh - 1;
+    const int scols = wvec + kw - 1;
+    int failed = 0;
+#pragma omp parallel num_threads(threads)
+    {
+        float *xs = malloc(sizeof(float) * ((size_t)srows * scols + (size_t)ROWS * wvec));
+        float *out = xs ? xs + (size_t)srows * scols : NULL;
+        if (!xs) {
+#pragma omp atomic write
+            failed = 1;
+        }
+#pragma omp for schedule(static)
+        for (int p = 0; p < planes; ++p) {
+            if (!xs) continue;
+            const int c = p % channels;
+            const float *wc = w + (size_t)c * kh * kw;
+            place(x + (size_t)p * h * wd, h, wd, xs, srows, scols, top, left);
+            float *yp = y + (size_t)p * ho * wo;
+            for (int y0 = 0; y0 < ho; y0 += ROWS) {
+                block(xs + (size_t)y0 * scols, scols, wc, kw, bias ? bias[c] : 0.0f, out, wvec);
+                const int rows = ho - y0 < ROWS ? ho - y0 : ROWS;
+                for (int r = 0; r < rows; ++r)
+                    memcpy(yp + (size_t)(y0 + r) * wo, out + (size_t)r * wvec, sizeof(float) * wo);
+            }
+        }
+        free(xs);
+    }
+    return failed;
+}
+
+/* dw[c, 0, i, j] = sum_n sum_(y,x) x[n, c, y - top + i, x - left + j] * g[n, c, y, x].
+   Each thread owns whole channels (loop over the batch inside): deterministic, no atomics. */
+int dwconv_weight_grad_f32(const float *x, const float *g, float *dw, int batch, int channels,
+                           int h, int wd, int kh, int kw, int top, int left, int ho, int wo,
+                           int threads) {
+    const weight_grad_fn plane = weight_grad_for(kh);
+    if (!plane) return -1;
+    const int wvec = round_up(wo, VEC);
+    const int srows = ho + kh - 1;
+    const int scols = wvec + kw - 1;
+    int failed = 0;
+#pragma omp parallel num_threads(threads)
+    {
+        float *xs = malloc(sizeof(float) * ((size_t)srows * scols + (size_t)ho * wvec));
+        float *gs = xs ? xs + (size_t)srows * scols : NULL;
+        if (!xs) {
+#pragma omp atomic write
+            failed = 1;
+        }
+#pragma omp for schedule(static)
+        for (int c = 0; c < channels; ++c) {
+            if (!xs) continue;
+            float *dwc = dw + (size_t)c * kh * kw;
+            memset(dwc, 0, sizeof(float) * kh * kw);
+            for (int n = 0; n < batch; ++n) {
+                const size_t p = (size_t)n * channels + c;
+                place(x + p * h * wd, h, wd, xs, srows, scols, top, left);
+                place(g + p * ho * wo, ho, wo, gs, ho, wvec, 0, 0);
+                plane(xs, scols, gs, wvec, ho, kw, dwc);
+            }
+        }
+        free(xs);
+    }
+    return failed;
+}
+

@@ -1,0 +1,280 @@
+"""The CPU side of ops.dwconv2d's `auto` backend, in float32 against F.conv2d in float64.
+
+- our compiled kernels (ops/dwconv_native.py, ops/csrc/dwconv_cpu.c): forward and
+  weight-gradient, every compiled kernel height, widths across the 16-float vector boundary,
+  maps smaller than the kernel, shifted (asymmetric, negative) windows; determinism;
+- oneDNN's kernels phrased as forward convolutions (ops/dwconv_cpu.py): covered in float64 by
+  tests/test_dwconv.py (the compiled kernels are float32-only), and here with them disabled;
+- the fallback when no compiler works, and the routing cache in front of dwconv2d.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import subprocess
+import sys
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+import ops
+from ops import dwconv, dwconv2d, dwconv_cpu, dwconv_native
+from ops.layout import is_channels_last
+
+NUM_RANDOM_CASES = 120
+
+
+def _random_case(rng: random.Random) -> dict:
+    kh = rng.choice([*dwconv_native.KERNEL_HEIGHTS, 2, 4, 17, 31])
+    kw = rng.choice([1, 2, 3, 5, 7, 13, 16, 17, 31])
+    dilation = rng.choice([(1, 1)] * 4 + [(2, 1), (1, 2), (3, 3)])
+    h, w = rng.choice([1, 3, 7, 14, 20]), rng.choice([1, 5, 15, 16, 17, 33])
+    extent = (dilation[0] * (kh - 1) + 1, dilation[1] * (kw - 1) + 1)
+    if kh % 2 and kw % 2 and rng.random() < 0.6:
+        padding = "same"
+        ref_padding = (dilation[0] * (kh - 1) // 2, dilation[1] * (kw - 1) // 2)
+    else:
+        padding = tuple(
+            max((e - s + 1) // 2, 0) + rng.choice([0, 0, 1, 3])
+            for e, s in zip(extent, (h, w), strict=True)
+        )
+        ref_padding = padding
+    return dict(
+        n=rng.choice([1, 2, 3]), c=rng.choice([1, 3, 16, 20]), h=h, w=w, kernel=(kh, kw),
+        dilation=dilation, padding=padding, ref_padding=ref_padding,
+        channels_last=rng.random() < 0.35, bias=rng.random() < 0.7,
+    )  # fmt: skip
+
+
+CASES = [_random_case(random.Random(1000 + seed)) for seed in range(NUM_RANDOM_CASES)]
+
+
+def _case_id(case: dict) -> str:
+    kh, kw = case["kernel"]
+    pad = (
+        case["padding"] if isinstance(case["padding"], str) else "".join(map(str, case["padding"]))
+    )
+    return (
+        f"n{case['n']}c{case['c']}_{case['h']}x{case['w']}_k{kh}x{kw}_d{case['dilation'][0]}"
+        f"{case['dilation'][1]}_p{pad}_{'cl' if case['channels_last'] else 'nchw'}"
+        f"{'_b' if case['bias'] else ''}"
+    )
+
+
+def _run(case: dict, dtype, fn):
+    """Output and (dx, dW, db) of fn on the case's tensors (drawn in float64, then cast)."""
+    gen = torch.Generator().manual_seed(0)
+    n, c, h, w = case["n"], case["c"], case["h"], case["w"]
+    x = torch.randn(n, c, h, w, generator=gen, dtype=torch.float64).to(dtype)
+    if case["channels_last"]:
+        x = x.contiguous(memory_format=torch.channels_last)
+    weight = torch.randn(c, 1, *case["kernel"], generator=gen, dtype=torch.float64).to(dtype)
+    leaves = [x.requires_grad_(), weight.requires_grad_()]
+    if case["bias"]:
+        leaves.append(torch.randn(c, generator=gen, dtype=torch.float64).to(dtype).requires_grad_())
+    y = fn(*leaves) if case["bias"] else fn(*leaves, None)
+    grad = torch.randn(y.shape, generator=gen, dtype=torch.float64).to(dtype)
+    return y, torch.autograd.grad(y, leaves, grad)
+
+
+def _assert_close_to_float64(ours, ref):
+    for a, b in zip((ours[0], *ours[1]), (ref[0], *ref[1]), strict=True):
+        assert a.dtype == torch.float32
+        scale = max(1.0, b.abs().max().item())
+        torch.testing.assert_close(a.double(), b, rtol=0, atol=5e-6 * scale)
+
+
+def test_native_kernels_build_on_this_machine():
+    # CI machines have gcc; if this fails, `auto` silently runs the slower oneDNN paths.
+    assert dwconv_native.available()
+
+
+@pytest.mark.parametrize("case", CASES, ids=_case_id)
+def test_auto_float32_matches_conv2d_float64(case):
+    padding, ref_padding, dilation = case["padding"], case["ref_padding"], case["dilation"]
+    ours = _run(
+        case,
+        torch.float32,
+        lambda x, w, b: dwconv2d(x, w, b, padding=padding, dilation=dilation, backend="auto"),
+    )
+    ref = _run(
+        case,
+        torch.float64,
+        lambda x, w, b: F.conv2d(x, w, b, 1, ref_padding, dilation, case["c"]),
+    )
+    _assert_close_to_float64(ours, ref)
+    assert is_channels_last(ours[0]) == is_channels_last(ref[0])  # F.conv2d's layout rule
+
+
+@pytest.mark.parametrize("kernel_height", dwconv_native.KERNEL_HEIGHTS)
+@pytest.mark.parametrize("shift", [(0, 0), (3, -2), (-1, 4)])
+def test_native_kernels_match_shifted_conv2d(kernel_height, shift):
+    """y[y, x] = sum w[i, j] x[y - top + i, x - left + j] for any (top, left), negative too."""
+    top, left = shift
+    gen = torch.Generator().manual_seed(kernel_height)
+    x = torch.randn(2, 5, 11, 19, generator=gen)
+    weight = torch.randn(5, 1, kernel_height, 6, generator=gen)
+    bias = torch.randn(5, generator=gen)
+    out_hw = (9, 21)
+    # reference: pad (or crop) x so that a padding-0 conv gives exactly out_hw
+    bottom = out_hw[0] + kernel_height - 1 - 11 - top
+    right = out_hw[1] + 6 - 1 - 19 - left
+    shifted = F.pad(x.double(), (left, right, top, bottom))
+    y_ref = F.conv2d(shifted, weight.double(), bias.double(), 1, 0, 1, 5)
+    y = dwconv_native.forward(x, weight, bias, top, left, out_hw)
+    torch.testing.assert_close(y.double(), y_ref, rtol=0, atol=1e-5)
+    grad = torch.randn(y.shape, generator=gen)
+    grad_w_ref = torch.ops.aten.convolution_backward(
+        grad.double(), shifted, weight.double(), None, [1, 1], [0, 0], [1, 1],
+        False, [0, 0], 5, [False, True, False],
+    )[1]  # fmt: skip
+    grad_w = dwconv_native.weight_grad(grad, x, (kernel_height, 6), top, left)
+    torch.testing.assert_close(grad_w.double(), grad_w_ref, rtol=0, atol=1e-4)
+
+
+def test_native_kernels_bitwise_deterministic_across_thread_counts():
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(3, 40, 30, 37, generator=gen)
+    weight = torch.randn(40, 1, 13, 13, generator=gen)
+    grad = torch.randn(3, 40, 30, 37, generator=gen)
+    threads = torch.get_num_threads()
+    results = []
+    try:
+        for count in (1, 2, 2):
+            torch.set_num_threads(count)
+            results.append(
+                (
+                    dwconv_native.forward(x, weight, None, 6, 6, (30, 37)),
+                    dwconv_native.weight_grad(grad, x, (13, 13), 6, 6),
+                )
+            )
+    finally:
+        torch.set_num_threads(threads)
+    for y, grad_w in results[1:]:
+        assert torch.equal(y, results[0][0]) and torch.equal(grad_w, results[0][1])
+
+
+class _Counter:
+    def __init__(self, fn):
+        self.fn, self.calls = fn, 0
+
+    def __call__(self, *args, **kwargs):
+        self.calls += 1
+        return self.fn(*args, **kwargs)
+
+
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_auto_routes_float32_training_to_the_native_kernels(monkeypatch, channels_last):
+    forward = _Counter(dwconv_native.forward)
+    weight_grad = _Counter(dwconv_native.weight_grad)
+    monkeypatch.setattr(dwconv_native, "forward", forward)
+    monkeypatch.setattr(dwconv_native, "weight_grad", weight_grad)
+    x = torch.randn(2, 16, 20, 20)
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    weight = torch.randn(16, 1, 13, 13, requires_grad=True)
+    y = dwconv2d(x.requires_grad_(), weight, backend="auto")
+    y.backward(torch.ones_like(y))
+    # NCHW: forward and input-gradient on our kernels; channels_last: oneDNN's brdgmm there.
+    assert forward.calls == (0 if channels_last else 2)
+    assert weight_grad.calls == 1
+
+
+def _python(code: str, **env) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-c", code],
+        env={**os.environ, **env},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
+FALLBACK_CHECK = """
+import warnings
+import torch, torch.nn.functional as F
+warnings.simplefilter("always")
+from ops import dwconv_native, dwconv2d
+x = torch.randn(2, 8, 12, 12, requires_grad=True)
+w = torch.randn(8, 1, 7, 7, requires_grad=True)
+y = dwconv2d(x, w)
+y.sum().backward()
+xr, wr = x.detach().double().requires_grad_(), w.detach().double().requires_grad_()
+F.conv2d(xr, wr, None, 1, 3, 1, 8).sum().backward()
+assert (x.grad.double() - xr.grad).abs().max() < 1e-4
+assert (w.grad.double() - wr.grad).abs().max() < 1e-3
+print("available", dwconv_native.available())
+"""
+
+
+def test_without_a_compiler_auto_falls_back_to_onednn_with_a_warning(tmp_path):
+    result = _python(FALLBACK_CHECK, CC=str(tmp_path / "no-such-cc"), ZOO_CACHE_DIR=str(tmp_path))
+    assert result.returncode == 0, result.stderr
+    assert "available False" in result.stdout
+    assert "could not build the CPU depthwise kernels" in result.stderr
+
+
+def test_zoo_dwconv_native_0_disables_the_native_kernels_quietly(tmp_path):
+    result = _python(FALLBACK_CHECK, ZOO_DWCONV_NATIVE="0", ZOO_CACHE_DIR=str(tmp_path))
+    assert result.returncode == 0, result.stderr
+    assert "available False" in result.stdout
+    assert "could not build" not in result.stderr
+
+
+def test_onednn_formulations_match_conv2d_float32_when_native_is_off(monkeypatch):
+    monkeypatch.setattr(dwconv_native, "available", lambda: False)
+    for case in CASES[:30]:
+        padding, ref_padding, dilation = case["padding"], case["ref_padding"], case["dilation"]
+        ours = _run(
+            case,
+            torch.float32,
+            lambda x, w, b, p=padding, d=dilation: dwconv2d(x, w, b, padding=p, dilation=d),
+        )
+        ref = _run(
+            case,
+            torch.float64,
+            lambda x, w, b, p=ref_padding, d=dilation, c=case["c"]: F.conv2d(x, w, b, 1, p, d, c),
+        )
+        _assert_close_to_float64(ours, ref)
+
+
+def test_live_taps_are_the_taps_that_read_the_map():
+    # 31-tap kernel, "same" padding 15, on a 7-wide map: taps 9..21 reach it
+    assert dwconv_cpu.live_taps(7, 7, 31, 15, 1) == (9, 21)
+    # every tap is live when the map is larger than the kernel
+    assert dwconv_cpu.live_taps(56, 56, 13, 6, 1) == (0, 12)
+    # dilation 3, 3 taps, padding 3, 2-wide map: tap 0 reads -3..-2, tap 2 reads 3..4
+    assert dwconv_cpu.live_taps(2, 2, 3, 3, 3) == (1, 1)
+
+
+def test_routing_cache_keeps_validation_for_new_arguments():
+    x = torch.randn(1, 4, 9, 9)
+    w = torch.randn(4, 1, 5, 5)
+    dwconv2d(x, w)  # cached
+    with pytest.raises(ValueError, match="channel mismatch"):
+        dwconv2d(x, torch.randn(3, 1, 5, 5))
+    with pytest.raises(ValueError, match="dtype mismatch"):
+        dwconv2d(x, w.double())
+    with pytest.raises(ValueError, match="unknown dwconv backend"):
+        dwconv2d(x, w, backend="cudnn")
+
+
+def test_routing_cache_separates_grad_mode_backend_and_autocast():
+    x = torch.randn(1, 4, 9, 9)
+    w = torch.randn(4, 1, 5, 5, requires_grad=True)
+    with torch.no_grad():
+        assert not dwconv2d(x, w).requires_grad
+    y = dwconv2d(x, w)
+    assert y.requires_grad and y.grad_fn is not None
+    before = set(dwconv._plans)
+    previous = ops.get_backend()
+    try:
+        ops.set_backend("fft")
+        torch.testing.assert_close(dwconv2d(x, w), y)
+    finally:
+        ops.set_backend(previous)
+    assert len(set(dwconv._plans) - before) == 1
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        assert dwconv2d(x, w).dtype == torch.bfloat16
