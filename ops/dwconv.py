@@ -23,16 +23,18 @@ from .layout import is_channels_last, memory_format
 
 BACKENDS = ("auto", "torch", "fft", "triton")
 # CPU policy of "auto" (fp32, 2 AVX-512 threads, measured with tools/benchmark_ops.py and
-# recorded in benchmarks/ops_cpu.md): our own kernels (dwconv_native) where they apply, else
-# oneDNN's fast kernels phrased as forward convolutions (dwconv_cpu), except:
-# - F.conv2d's own autograd for channels_last input while its jit weight-gradient exists (kernel
-#   width <= 13, no dilation) and either the kernel is tiny (<= 9 taps, where converting to NCHW
-#   for our kernels costs more than it saves) or our kernels do not cover it;
-CPU_NATIVE_MAX_TAPS = 9
+# recorded in benchmarks/ops_cpu.md): our own float32 kernels (dwconv_native) for NCHW forward,
+# input-gradient and every weight-gradient; oneDNN's fast kernels phrased as forward
+# convolutions (dwconv_cpu) for channels_last forward and input-gradient, and for what our
+# kernels do not cover (float64, bfloat16, dilation). Except:
+# - F.conv2d's own autograd for channels_last input with a kernel at most this wide, no dilation
+#   and no dead taps: oneDNN's jit weight-gradient is fast there (3x3: 0.62 ms vs 1.49 ms at
+#   2x64x56x56, 13x1: 0.73 vs 1.54), while from 5 wide on it is 1.6-2x slower than ours;
+CPU_NATIVE_AUTOGRAD_MAX_WIDTH = 3
+#   and the same where our kernels do not apply, while oneDNN's jit weight-gradient exists;
 CPU_JIT_WEIGHT_GRAD_MAX_WIDTH = 13
-# - the weight-gradient by FFT for kernels our kernels do not cover, with at least this many
-#   live taps on maps of at least this many pixels, where the FFT's cost (almost independent of
-#   the kernel) wins.
+# - the weight-gradient by FFT where our kernels do not apply, for kernels of at least this many
+#   live taps on maps of at least this many pixels (the FFT's cost hardly grows with the kernel).
 CPU_FFT_WEIGHT_GRAD_MIN_TAPS = 400
 CPU_FFT_WEIGHT_GRAD_MIN_PIXELS = 56 * 56
 
@@ -166,11 +168,11 @@ def _live_kernel_hw(x: Tensor, weight: Tensor, padding, dilation) -> tuple[int, 
 
 
 def _cpu_weight_grad_by_fft(x: Tensor, weight: Tensor, padding, dilation) -> bool:
+    if dwconv_native.supports(x, dilation):
+        return False
     if x.shape[2] * x.shape[3] < CPU_FFT_WEIGHT_GRAD_MIN_PIXELS:
         return False
     kh, kw = _live_kernel_hw(x, weight, padding, dilation)
-    if dwconv_native.supports(x, kh, dilation):
-        return False
     return kh * kw >= CPU_FFT_WEIGHT_GRAD_MIN_TAPS
 
 
@@ -178,12 +180,10 @@ def _cpu_native_autograd(x: Tensor, weight: Tensor, padding, dilation) -> bool:
     """Whether plain F.conv2d (with its own autograd) is already the best CPU choice."""
     if not is_channels_last(x) or tuple(dilation) != (1, 1):
         return False
-    if weight.shape[3] > CPU_JIT_WEIGHT_GRAD_MAX_WIDTH:
-        return False
-    if weight.shape[2] * weight.shape[3] <= CPU_NATIVE_MAX_TAPS:
-        return True
-    kh, _ = _live_kernel_hw(x, weight, padding, dilation)
-    return not dwconv_native.supports(x, kh, dilation)
+    if not dwconv_native.supports(x, dilation):
+        return weight.shape[3] <= CPU_JIT_WEIGHT_GRAD_MAX_WIDTH
+    no_dead_taps = _live_kernel_hw(x, weight, padding, dilation) == tuple(weight.shape[2:])
+    return weight.shape[3] <= CPU_NATIVE_AUTOGRAD_MAX_WIDTH and no_dead_taps
 
 
 def _cpu_backward(grad_out, x, weight, padding, dilation, need_x, need_w):
@@ -362,6 +362,15 @@ def _requires_grad(*tensors: Tensor | None) -> bool:
     return torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)
 
 
+# Routes chosen per (shapes, strides, dtypes, device types, geometry, backend, needs-grad); see
+# the key in dwconv2d.
+PLAN_CACHE_SIZE = 1024
+_plans: dict[tuple, Callable[[Tensor, Tensor, Tensor | None], Tensor]] = {}
+_is_compiling = torch.compiler.is_compiling
+_is_grad_enabled = torch.is_grad_enabled
+_is_any_autocast_enabled = torch._C._is_any_autocast_enabled
+
+
 def dwconv2d(
     x: Tensor,
     weight: Tensor,
@@ -378,25 +387,28 @@ def dwconv2d(
     backend: None (the global choice, see `set_backend`), "auto", "torch", "fft" or "triton".
     The output keeps x's memory format and dtype.
     """
-    if not torch.compiler.is_compiling() and type(x) is Tensor:
+    if type(x) is Tensor and not _is_compiling():
         # Eager calls repeat the same few shapes: reuse the validated geometry and route. This
         # path touches as little Python state as it can: right after a large conv has flushed
-        # the caches, every object it touches costs a cache miss.
+        # the caches, every object it touches costs a cache miss (x.device, say, would build a
+        # new object per call; the plans depend on the device type only).
         try:
             key = (
                 x.shape,
                 x.stride(),
                 x.dtype,
-                x.device,
+                x.is_cpu,
+                x.is_cuda,
                 weight.shape,
                 weight.dtype,
-                weight.device,
-                None if bias is None else (bias.shape, bias.dtype, bias.device),
+                weight.is_cpu,
+                weight.is_cuda,
+                None if bias is None else (bias.shape, bias.dtype, bias.is_cpu, bias.is_cuda),
                 stride,
                 padding,
                 dilation,
                 _backend if backend is None else backend,
-                torch.is_grad_enabled()
+                _is_grad_enabled()
                 and (
                     x.requires_grad
                     or weight.requires_grad
@@ -406,7 +418,7 @@ def dwconv2d(
             plan = _plans.get(key)
         except TypeError:  # unhashable arguments (lists): no plan
             key = plan = None
-        if plan is not None and not torch._C._is_any_autocast_enabled():
+        if plan is not None and not _is_any_autocast_enabled():
             return plan(x, weight, bias)
     else:
         key = None
@@ -433,12 +445,6 @@ def dwconv2d(
     return plan(x, weight, bias)
 
 
-# Routes chosen per (shapes, strides, dtypes, devices, geometry, backend, needs-grad); see the
-# key in dwconv2d.
-PLAN_CACHE_SIZE = 1024
-_plans: dict[tuple, Callable[[Tensor, Tensor, Tensor | None], Tensor]] = {}
-
-
 def _make_plan(x, weight, bias, stride_hw, padding_hw, dilation_hw, backend):
     """The computation for validated arguments, as a function of (x, weight, bias)."""
     channels = x.shape[1]
@@ -451,6 +457,8 @@ def _make_plan(x, weight, bias, stride_hw, padding_hw, dilation_hw, backend):
     ):
         return lambda x, w, b: F.conv2d(x, w, b, 1, padding_hw, dilation_hw, channels)
     if not _requires_grad(x, weight, bias):
+        if kind == "auto":  # CPU: the route decided once, down to the kernel's arguments
+            return dwconv_cpu.forward_plan(x, weight, padding_hw, dilation_hw)
         return lambda x, w, b: _forward_impl(x, w, b, padding_hw, dilation_hw, backend)
     return lambda x, w, b: _DwConv2dFunction.apply(x, w, b, padding_hw, dilation_hw, backend)
 

@@ -26,6 +26,8 @@ Stride is 1 everywhere in this file (the dispatcher sends strided convs to F.con
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor
@@ -52,68 +54,69 @@ def live_taps(size: int, out: int, k: int, pad: int, dil: int) -> tuple[int, int
     return (lo, hi) if lo <= hi else (0, k - 1)
 
 
-def _crop(
-    weight: Tensor, in_hw, out_hw, padding, dilation
-) -> tuple[Tensor, tuple[int, int, int, int]]:
-    """Drop dead taps; return the kernel and the (top, bottom, left, right) padding it needs."""
-    pads = []
-    slices = []
+def _live_window(kernel_hw, in_hw, out_hw, padding, dilation):
+    """Slices of the live taps, and the (top, bottom, left, right) padding they need."""
+    pads, slices = [], []
     for axis in (0, 1):
-        k = weight.shape[2 + axis]
+        k = kernel_hw[axis]
         pad, dil, size, out = padding[axis], dilation[axis], in_hw[axis], out_hw[axis]
         lo, hi = live_taps(size, out, k, pad, dil)
-        before = pad - dil * lo
-        after = (out - 1) - pad + dil * hi - (size - 1)
-        pads.append((before, after))
+        pads += [pad - dil * lo, (out - 1) - pad + dil * hi - (size - 1)]
         slices.append(slice(lo, hi + 1))
-    if slices[0] != slice(0, weight.shape[2]) or slices[1] != slice(0, weight.shape[3]):
-        weight = weight[:, :, slices[0], slices[1]]
-    (top, bottom), (left, right) = pads
-    return weight, (top, bottom, left, right)
+    cropped = slices[0] != slice(0, kernel_hw[0]) or slices[1] != slice(0, kernel_hw[1])
+    return (slices if cropped else None), tuple(pads)
 
 
-def _conv(x: Tensor, weight: Tensor, bias, pads, dilation, groups: int) -> Tensor:
-    """F.conv2d with (top, bottom, left, right) padding, padded explicitly when asymmetric, or
+def _conv_plan(channels_last: bool, kernel_hw, pads, dilation, groups: int) -> Callable:
+    """F.conv2d with (top, bottom, left, right) padding: padded explicitly when asymmetric, or
     when jit_dw (NCHW) would refuse it. Negative padding crops."""
     top, bottom, left, right = pads
-    limit_h = min(JIT_DW_MAX_PADDING, dilation[0] * (weight.shape[2] - 1))
-    limit_w = min(JIT_DW_MAX_PADDING, dilation[1] * (weight.shape[3] - 1))
+    limit_h = min(JIT_DW_MAX_PADDING, dilation[0] * (kernel_hw[0] - 1))
+    limit_w = min(JIT_DW_MAX_PADDING, dilation[1] * (kernel_hw[1] - 1))
     symmetric = top == bottom and left == right and top >= 0 and left >= 0
-    fits_jit = is_channels_last(x) or (top <= limit_h and left <= limit_w)
-    if symmetric and fits_jit:
-        return F.conv2d(x, weight, bias, 1, (top, left), dilation, groups)
-    x = F.pad(x, (left, right, top, bottom))
-    return F.conv2d(x, weight, bias, 1, 0, dilation, groups)
+    if symmetric and (channels_last or (top <= limit_h and left <= limit_w)):
+        return lambda x, w, b: F.conv2d(x, w, b, 1, (top, left), dilation, groups)
+    explicit = (left, right, top, bottom)
+    return lambda x, w, b: F.conv2d(F.pad(x, explicit), w, b, 1, 0, dilation, groups)
 
 
-def _widen_for_brdgmm(weight: Tensor, pads, dilation):
-    """Zero taps around an 11- or 13-wide kernel: brdgmm_dw runs 15-wide kernels faster."""
-    if weight.shape[3] not in BRDGMM_WIDEN_TO_15 or dilation[1] != 1:
-        return weight, pads
-    extra = (15 - weight.shape[3]) // 2
-    top, bottom, left, right = pads
-    return F.pad(weight, (extra, extra)), (top, bottom, left + extra, right + extra)
+def forward_plan(x: Tensor, weight: Tensor, padding, dilation) -> Callable:
+    """`forward` decided once for tensors shaped and laid out like x and weight: a function of
+    (x, weight, bias). Depthwise conv, stride 1, symmetric `padding`; keeps x's memory format."""
+    in_hw = tuple(x.shape[2:])
+    out_hw = tuple(
+        in_hw[a] + 2 * padding[a] - dilation[a] * (weight.shape[2 + a] - 1) for a in (0, 1)
+    )
+    live, pads = _live_window(tuple(weight.shape[2:]), in_hw, out_hw, padding, dilation)
+    kernel_hw = tuple(weight.shape[2:]) if live is None else tuple(s.stop - s.start for s in live)
+    nchw = not is_channels_last(x)
+    if nchw and dwconv_native.supports(x, dilation):
+        run = dwconv_native.forward_plan(tuple(x.shape), kernel_hw, pads[0], pads[2], out_hw)
+    elif nchw and dilation[1] * (kernel_hw[1] - 1) + 1 < GEMM_KERNEL_WIDTH:
+        run = _conv_plan(False, kernel_hw, pads, dilation, x.shape[1])
+    else:  # channels_last, or a wide kernel: brdgmm_dw beats jit_dw on an explicitly padded map
+        widen = (kernel_hw[1] in BRDGMM_WIDEN_TO_15 and dilation[1] == 1) * (15 - kernel_hw[1]) // 2
+        top, bottom, left, right = pads
+        conv = _conv_plan(True, kernel_hw, (top, bottom, left + widen, right + widen), dilation,
+                          x.shape[1])  # fmt: skip
+        if widen:  # zero taps: brdgmm_dw runs 15-wide kernels 2-3x faster than 11 or 13 wide
+            brdgmm = lambda x, w, b: conv(x, F.pad(w, (widen, widen)), b)  # noqa: E731
+        else:
+            brdgmm = conv
+        if nchw:
+            cl = torch.channels_last
+            run = lambda x, w, b: brdgmm(x.contiguous(memory_format=cl), w, b).contiguous()  # noqa: E731
+        else:
+            run = brdgmm
+    if live is None:
+        return run
+    rows, cols = live
+    return lambda x, w, b: run(x, w[:, :, rows, cols], b)
 
 
 def forward(x: Tensor, weight: Tensor, bias: Tensor | None, padding, dilation) -> Tensor:
     """Depthwise conv, stride 1, symmetric `padding`; the output keeps x's memory format."""
-    in_hw = x.shape[2:]
-    out_hw = tuple(
-        in_hw[a] + 2 * padding[a] - dilation[a] * (weight.shape[2 + a] - 1) for a in (0, 1)
-    )
-    weight, pads = _crop(weight, in_hw, out_hw, padding, dilation)
-    channels = x.shape[1]
-    nchw = not is_channels_last(x)
-    if nchw and dwconv_native.supports(x, weight.shape[2], dilation):
-        return dwconv_native.forward(x, weight, bias, pads[0], pads[2], out_hw)
-    if nchw and dilation[1] * (weight.shape[3] - 1) + 1 < GEMM_KERNEL_WIDTH:
-        return _conv(x, weight, bias, pads, dilation, channels)
-    # channels_last, or a wide kernel: brdgmm_dw beats jit_dw on an explicitly padded map.
-    weight, pads = _widen_for_brdgmm(weight, pads, dilation)
-    y = _conv(
-        x.contiguous(memory_format=torch.channels_last), weight, bias, pads, dilation, channels
-    )
-    return y.contiguous() if nchw else y
+    return forward_plan(x, weight, padding, dilation)(x, weight, bias)
 
 
 def input_grad(grad_out: Tensor, weight: Tensor, padding, dilation) -> Tensor:
@@ -137,7 +140,7 @@ def weight_grad(grad_out: Tensor, x: Tensor, kernel_hw, padding, dilation) -> Te
     left = padding[1] - dilation[1] * spans[1][0]
     bottom = (kh - 1) * dilation[0] + ho - h - top
     right = (kw - 1) * dilation[1] + wo - w - left
-    if dwconv_native.supports(x, kh, dilation):
+    if dwconv_native.supports(x, dilation):
         grad = dwconv_native.weight_grad(grad_out, x, (kh, kw), top, left)
         return _place_live_taps(grad, kernel_hw, spans)
     planes = x.contiguous().view(1, n * c, h, w)

@@ -1,13 +1,13 @@
 """Our own CPU kernels (ops/csrc/dwconv_cpu.c): float32 direct depthwise conv, stride 1.
 
 The C source is compiled on first use with the machine's C compiler (`$CC`, default gcc) and
-`-march=native`, cached under `$ZOO_CACHE_DIR` (default `~/.cache/lkzoo`) by a hash of the
-source, the compiler and the CPU, and loaded with ctypes. No compiler, a failed build or
-`ZOO_DWCONV_NATIVE=0` leaves `available()` False, and `auto` uses oneDNN's kernels instead
-(ops/dwconv_cpu.py) - slower, never wrong.
+`-march=native` (`$ZOO_DWCONV_MARCH` overrides), cached under `$ZOO_CACHE_DIR` (default
+`~/.cache/lkzoo`) by a hash of the source, the compiler, the flags and the CPU, and loaded with
+ctypes. No compiler, a failed build or `ZOO_DWCONV_NATIVE=0` leaves `available()` False, and
+`auto` uses oneDNN's kernels instead (ops/dwconv_cpu.py): slower, never wrong.
 
-Scope: float32, dilation 1, kernel heights in `KERNEL_HEIGHTS` (compile-time constants in the C
-code), any width, any padding (negative crops). Tensors are NCHW planes; callers convert.
+Scope: float32, dilation 1, any kernel, any padding (negative crops). Tensors are NCHW planes;
+callers convert.
 """
 
 from __future__ import annotations
@@ -26,8 +26,8 @@ import torch
 from torch import Tensor
 
 SOURCE = Path(__file__).with_name("csrc") / "dwconv_cpu.c"
-KERNEL_HEIGHTS = (1, 3, 5, 7, 9, 11, 13, 15)
-_FLAGS = ["-O3", "-march=native", "-fopenmp", "-std=gnu11", "-shared", "-fPIC"]
+# ZOO_DWCONV_MARCH picks another target than this CPU (tests build x86-64-v3, i.e. AVX2).
+_FLAGS = ["-O3", "-fopenmp", "-std=gnu11", "-shared", "-fPIC"]
 
 _lock = threading.Lock()
 _library: ctypes.CDLL | None = None
@@ -48,11 +48,12 @@ def _cache_dir() -> Path:
 
 def _build() -> ctypes.CDLL:
     compiler = os.environ.get("CC", "gcc")
+    flags = [*_FLAGS, f"-march={os.environ.get('ZOO_DWCONV_MARCH', 'native')}"]
     version = subprocess.run(
         [compiler, "--version"], capture_output=True, text=True, check=True
     ).stdout
     key = hashlib.sha256(
-        SOURCE.read_bytes() + " ".join([compiler, version, *_FLAGS, _cpu_signature()]).encode()
+        SOURCE.read_bytes() + " ".join([compiler, version, *flags, _cpu_signature()]).encode()
     ).hexdigest()[:16]
     target = _cache_dir() / f"dwconv_cpu-{key}.so"
     if not target.exists():
@@ -62,7 +63,7 @@ def _build() -> ctypes.CDLL:
         os.close(fd)
         try:
             subprocess.run(
-                [compiler, *_FLAGS, "-o", tmp, str(SOURCE)],
+                [compiler, *flags, "-o", tmp, str(SOURCE)],
                 capture_output=True,
                 text=True,
                 check=True,
@@ -108,15 +109,21 @@ def available() -> bool:
     return _load() is not None
 
 
-def supports(x: Tensor, kernel_height: int, dilation) -> bool:
-    """Whether these kernels can compute a conv of x with this (cropped) kernel height."""
+def supports(x: Tensor, dilation) -> bool:
+    """Whether these kernels can compute a depthwise conv of x with this dilation."""
     return (
         x.dtype == torch.float32
         and x.device.type == "cpu"
         and tuple(dilation) == (1, 1)
-        and kernel_height in KERNEL_HEIGHTS
         and available()
     )
+
+
+def _library_or_raise() -> ctypes.CDLL:
+    library = _load()
+    if library is None:
+        raise RuntimeError("ops: the CPU depthwise kernels are not available (see available())")
+    return library
 
 
 def _check(status: int, what: str) -> None:
@@ -124,33 +131,43 @@ def _check(status: int, what: str) -> None:
         raise RuntimeError(f"ops: CPU depthwise {what} kernel failed (status {status})")
 
 
+def forward_plan(x_shape, kernel_hw, top: int, left: int, out_hw):
+    """forward() for one geometry, as a function of (x, weight, bias): everything but the data
+    pointers is fixed once (this call sits on the per-layer hot path)."""
+    n, c, h, w = x_shape
+    kh, kw = kernel_hw
+    kernel = _library_or_raise().dwconv_forward_f32
+    out_shape = (n, c, *out_hw)
+
+    def run(x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
+        x, weight = x.contiguous(), weight.contiguous()
+        y = x.new_empty(out_shape)
+        status = kernel(
+            x.data_ptr(),
+            weight.data_ptr(),
+            None if bias is None else bias.contiguous().data_ptr(),
+            y.data_ptr(),
+            n * c,
+            c,
+            h,
+            w,
+            kh,
+            kw,
+            top,
+            left,
+            out_hw[0],
+            out_hw[1],
+            torch.get_num_threads(),
+        )
+        _check(status, "forward")
+        return y
+
+    return run
+
+
 def forward(x: Tensor, weight: Tensor, bias: Tensor | None, top: int, left: int, out_hw) -> Tensor:
     """y[n, c] = bias[c] + sum_ij weight[c, 0, i, j] * x[n, c, y - top + i, x - left + j]."""
-    x = x.contiguous()
-    weight = weight.contiguous()
-    bias = None if bias is None else bias.contiguous()
-    n, c, h, w = x.shape
-    kh, kw = weight.shape[2:]
-    y = x.new_empty((n, c, *out_hw))
-    status = _library.dwconv_forward_f32(
-        x.data_ptr(),
-        weight.data_ptr(),
-        None if bias is None else bias.data_ptr(),
-        y.data_ptr(),
-        n * c,
-        c,
-        h,
-        w,
-        kh,
-        kw,
-        top,
-        left,
-        out_hw[0],
-        out_hw[1],
-        torch.get_num_threads(),
-    )
-    _check(status, "forward")
-    return y
+    return forward_plan(tuple(x.shape), tuple(weight.shape[2:]), top, left, out_hw)(x, weight, bias)
 
 
 def weight_grad(grad_out: Tensor, x: Tensor, kernel_hw, top: int, left: int) -> Tensor:
@@ -159,7 +176,7 @@ def weight_grad(grad_out: Tensor, x: Tensor, kernel_hw, top: int, left: int) -> 
     grad_out = grad_out.contiguous()
     n, c, h, w = x.shape
     grad_w = x.new_empty((c, 1, *kernel_hw))
-    status = _library.dwconv_weight_grad_f32(
+    status = _library_or_raise().dwconv_weight_grad_f32(
         x.data_ptr(),
         grad_out.data_ptr(),
         grad_w.data_ptr(),

@@ -1,4 +1,4 @@
-/* Direct depthwise convolution kernels for CPU: float32, stride 1, no dilation.
+/* Direct depthwise convolution kernels for CPU: float32, stride 1, no dilation, any kernel.
    Loaded by ops/dwconv_native.py, which compiles this file on first use.
 
    GCC vector extensions (16 floats: one AVX-512 register, or two AVX2 registers) keep one
@@ -6,19 +6,24 @@
    scratch plane (width a multiple of 16 plus the kernel's reach, height a multiple of the row
    block plus the kernel's reach), so inner loops have no bounds checks and no masks.
 
-   The kernel height KH is a compile-time constant (one instance per supported height): the
-   KH weights of one kernel column then live in registers, and every input vector loaded is
-   used by up to min(KH, ROWS) multiply-adds. Unaligned 64-byte loads split across two cache
-   lines, so a load per multiply-add would halve the throughput.
+   Kernels are processed in bands of at most MAX_KH rows, and the band height KH is a
+   compile-time constant (one instance per height 1..MAX_KH): the KH weights of one kernel
+   column then live in registers, and every input vector loaded is used by up to
+   min(KH, ROWS) multiply-adds. Unaligned 64-byte loads split across two cache lines, so a
+   load per multiply-add would halve the throughput.
 
    Threads: OpenMP. PyTorch's wheel ships libgomp.so.1, and this library's libgomp.so.1
    dependency resolves to that already-loaded copy, so these are PyTorch's own threads. */
 
 #include <stdlib.h>
 #include <string.h>
+#ifdef __AVX512F__
+#include <immintrin.h>
+#endif
 
 #define VEC 16
 #define ROWS 8
+#define MAX_KH 15
 typedef float vec __attribute__((vector_size(VEC * sizeof(float))));
 
 static inline vec load(const float *p) {
@@ -31,11 +36,33 @@ static inline vec load(const float *p) {
    every multiply-add as a memory operand, i.e. one (split) load per multiply-add again. */
 static inline vec load_once(const float *p) {
     vec v = load(p);
+#ifdef __AVX512F__ /* one register; with narrower vectors GCC splits v and this cannot apply */
     __asm__("" : "+v"(v));
+#endif
     return v;
 }
 
 static inline void store(float *p, vec v) { memcpy(p, &v, sizeof(v)); }
+
+/* The first n (< VEC) floats: masked on AVX-512; elsewhere a short copy. (A memcpy call per
+   row tail cost more than a 31-tap row itself on 56-wide maps.) */
+#ifdef __AVX512F__
+static inline vec load_part(const float *p, int n) {
+    return (vec)_mm512_maskz_loadu_ps((__mmask16)((1u << n) - 1), p);
+}
+static inline void store_part(float *p, vec v, int n) {
+    _mm512_mask_storeu_ps(p, (__mmask16)((1u << n) - 1), (__m512)v);
+}
+#else
+static inline vec load_part(const float *p, int n) {
+    vec v = {0};
+    for (int i = 0; i < n; ++i) v[i] = p[i];
+    return v;
+}
+static inline void store_part(float *p, vec v, int n) {
+    for (int i = 0; i < n; ++i) p[i] = v[i];
+}
+#endif
 
 /* Written out: GCC turns an element loop into 16 masked broadcasts. */
 static inline vec splat(float s) { return (vec){s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s}; }
@@ -48,42 +75,65 @@ static inline float hsum(vec v) {
 
 static int round_up(int n, int m) { return (n + m - 1) / m * m; }
 
-/* dst (drows x dcols) = 0, then dst[r + top][c + left] = src[r][c] where inside. */
-static void place(const float *src, int rows, int cols, float *dst, int drows, int dcols,
-                  int top, int left) {
-    memset(dst, 0, sizeof(float) * (size_t)drows * dcols);
+/* dst (drows x dcols) = src (rows x cols) shifted by (top, left), zero elsewhere. Plain loops
+   (kept from becoming memset/memcpy calls): rows are short, and per-call overhead of the
+   library routines cost more than the copy itself on 56-wide maps. */
+__attribute__((optimize("no-tree-loop-distribute-patterns"))) static void place(
+    const float *src, int rows, int cols, float *dst, int drows, int dcols, int top, int left) {
     const int c0 = left < 0 ? -left : 0;
     const int c1 = cols + left > dcols ? dcols - left : cols;
-    if (c1 <= c0) return;
-    for (int r = 0; r < rows; ++r) {
-        const int dr = r + top;
-        if (dr < 0 || dr >= drows) continue;
-        memcpy(dst + (size_t)dr * dcols + c0 + left, src + (size_t)r * cols + c0,
-               sizeof(float) * (c1 - c0));
+    for (int dr = 0; dr < drows; ++dr) {
+        float *row = dst + (size_t)dr * dcols;
+        const int r = dr - top;
+        if (r < 0 || r >= rows || c1 <= c0) {
+            for (int c = 0; c < dcols; ++c) row[c] = 0.0f;
+            continue;
+        }
+        const float *from = src + (size_t)r * cols;
+        for (int c = 0; c < c0 + left; ++c) row[c] = 0.0f;
+        for (int c = c0; c < c1; ++c) row[c + left] = from[c];
+        for (int c = c1 + left; c < dcols; ++c) row[c] = 0.0f;
     }
 }
 
-/* ROWS output rows x all column vectors of one plane; xs points at the block's first row. */
+/* ROWS output rows (row stride ostride, wo valid columns) = (first band ? bias : themselves)
+   + one band of KH kernel rows; xs points at the input row that the band's first kernel row
+   meets for the block's first output row. The last, partial vector of a row goes through a
+   local copy, so dst may be the output tensor itself. */
 #define FORWARD_BLOCK(KH)                                                                   \
     static void forward_block_##KH(const float *xs, int scols, const float *wc, int kw,     \
-                                   float b, float *out, int wvec) {                         \
-        for (int x0 = 0; x0 < wvec; x0 += VEC) {                                            \
+                                   int first, float b, float *dst, int ostride, int wo) {   \
+        for (int x0 = 0; x0 < wo; x0 += VEC) {                                              \
+            const int cols = wo - x0 < VEC ? wo - x0 : VEC;                                 \
             vec acc[ROWS];                                                                  \
-            for (int r = 0; r < ROWS; ++r) acc[r] = splat(b);                               \
+            for (int r = 0; r < ROWS; ++r) {                                                \
+                if (first) {                                                                \
+                    acc[r] = splat(b);                                                      \
+                } else if (cols == VEC) {                                                   \
+                    acc[r] = load(dst + (size_t)r * ostride + x0);                          \
+                } else {                                                                    \
+                    acc[r] = load_part(dst + (size_t)r * ostride + x0, cols);               \
+                }                                                                           \
+            }                                                                               \
             for (int j = 0; j < kw; ++j) {                                                  \
                 vec wr[KH];                                                                 \
                 _Pragma("GCC unroll 32") for (int i = 0; i < KH; ++i) wr[i] =               \
                     splat(wc[i * kw + j]);                                                  \
                 const float *col = xs + x0 + j;                                             \
                 _Pragma("GCC unroll 64") for (int t = 0; t < ROWS + KH - 1; ++t) {          \
-                    const vec v = load_once(col + (size_t)t * scols);                            \
+                    const vec v = load_once(col + (size_t)t * scols);                       \
                     _Pragma("GCC unroll 16") for (int r = 0; r < ROWS; ++r) {               \
                         const int i = t - r;                                                \
                         if (i >= 0 && i < KH) acc[r] += v * wr[i];                          \
                     }                                                                       \
                 }                                                                           \
             }                                                                               \
-            for (int r = 0; r < ROWS; ++r) store(out + (size_t)r * wvec + x0, acc[r]);      \
+            for (int r = 0; r < ROWS; ++r) {                                                \
+                if (cols == VEC)                                                            \
+                    store(dst + (size_t)r * ostride + x0, acc[r]);                          \
+                else                                                                        \
+                    store_part(dst + (size_t)r * ostride + x0, acc[r], cols);               \
+            }                                                                               \
         }                                                                                   \
     }
 
@@ -124,26 +174,41 @@ static void place(const float *src, int rows, int cols, float *dst, int drows, i
 
 #define KERNELS(KH) FORWARD_BLOCK(KH) WEIGHT_GRAD_PLANE(KH)
 KERNELS(1)
+KERNELS(2)
 KERNELS(3)
+KERNELS(4)
 KERNELS(5)
+KERNELS(6)
 KERNELS(7)
+KERNELS(8)
 KERNELS(9)
+KERNELS(10)
 KERNELS(11)
+KERNELS(12)
 KERNELS(13)
+KERNELS(14)
 KERNELS(15)
 
-typedef void (*forward_fn)(const float *, int, const float *, int, float, float *, int);
+typedef void (*forward_fn)(const float *, int, const float *, int, int, float, float *, int,
+                           int);
 typedef void (*weight_grad_fn)(const float *, int, const float *, int, int, int, float *);
 
 static forward_fn forward_for(int kh) {
     switch (kh) {
     case 1: return forward_block_1;
+    case 2: return forward_block_2;
     case 3: return forward_block_3;
+    case 4: return forward_block_4;
     case 5: return forward_block_5;
+    case 6: return forward_block_6;
     case 7: return forward_block_7;
+    case 8: return forward_block_8;
     case 9: return forward_block_9;
+    case 10: return forward_block_10;
     case 11: return forward_block_11;
+    case 12: return forward_block_12;
     case 13: return forward_block_13;
+    case 14: return forward_block_14;
     case 15: return forward_block_15;
     default: return NULL;
     }
@@ -152,27 +217,32 @@ static forward_fn forward_for(int kh) {
 static weight_grad_fn weight_grad_for(int kh) {
     switch (kh) {
     case 1: return weight_grad_plane_1;
+    case 2: return weight_grad_plane_2;
     case 3: return weight_grad_plane_3;
+    case 4: return weight_grad_plane_4;
     case 5: return weight_grad_plane_5;
+    case 6: return weight_grad_plane_6;
     case 7: return weight_grad_plane_7;
+    case 8: return weight_grad_plane_8;
     case 9: return weight_grad_plane_9;
+    case 10: return weight_grad_plane_10;
     case 11: return weight_grad_plane_11;
+    case 12: return weight_grad_plane_12;
     case 13: return weight_grad_plane_13;
+    case 14: return weight_grad_plane_14;
     case 15: return weight_grad_plane_15;
     default: return NULL;
     }
 }
 
-/* Kernel heights with a compiled kernel; anything else returns -1 from the entry points. */
-int dwconv_supports_height(int kh) { return forward_for(kh) != NULL; }
+static int band(int kh, int i0) { return kh - i0 < MAX_KH ? kh - i0 : MAX_KH; }
 
 /* y[p, y, x] = bias[c] + sum_ij w[c, i, j] * x[p, y - top + i, x - left + j], c = p % C.
    x: planes (P, h, wd); y: (P, ho, wo). top/left may be negative (crop). */
 int dwconv_forward_f32(const float *x, const float *w, const float *bias, float *y, int planes,
                        int channels, int h, int wd, int kh, int kw, int top, int left, int ho,
                        int wo, int threads) {
-    const forward_fn block = forward_for(kh);
-    if (!block) return -1;
+    if (kh < 1 || kw < 1) return -1;
     const int wvec = round_up(wo, VEC);
     const int srows = round_up(ho, ROWS) + kh - 1;
     const int scols = wvec + kw - 1;
@@ -190,13 +260,22 @@ int dwconv_forward_f32(const float *x, const float *w, const float *bias, float 
             if (!xs) continue;
             const int c = p % channels;
             const float *wc = w + (size_t)c * kh * kw;
+            const float b = bias ? bias[c] : 0.0f;
             place(x + (size_t)p * h * wd, h, wd, xs, srows, scols, top, left);
             float *yp = y + (size_t)p * ho * wo;
             for (int y0 = 0; y0 < ho; y0 += ROWS) {
-                block(xs + (size_t)y0 * scols, scols, wc, kw, bias ? bias[c] : 0.0f, out, wvec);
+                /* full blocks write the output directly; the last, short one via `out` */
                 const int rows = ho - y0 < ROWS ? ho - y0 : ROWS;
-                for (int r = 0; r < rows; ++r)
-                    memcpy(yp + (size_t)(y0 + r) * wo, out + (size_t)r * wvec, sizeof(float) * wo);
+                float *dst = rows == ROWS ? yp + (size_t)y0 * wo : out;
+                const int ostride = rows == ROWS ? wo : wvec;
+                for (int i0 = 0; i0 < kh; i0 += MAX_KH)
+                    forward_for(band(kh, i0))(xs + (size_t)(y0 + i0) * scols, scols,
+                                              wc + (size_t)i0 * kw, kw, i0 == 0, b, dst,
+                                              ostride, wo);
+                if (dst == out)
+                    for (int r = 0; r < rows; ++r)
+                        memcpy(yp + (size_t)(y0 + r) * wo, out + (size_t)r * wvec,
+                               sizeof(float) * wo);
             }
         }
         free(xs);
@@ -209,8 +288,7 @@ int dwconv_forward_f32(const float *x, const float *w, const float *bias, float 
 int dwconv_weight_grad_f32(const float *x, const float *g, float *dw, int batch, int channels,
                            int h, int wd, int kh, int kw, int top, int left, int ho, int wo,
                            int threads) {
-    const weight_grad_fn plane = weight_grad_for(kh);
-    if (!plane) return -1;
+    if (kh < 1 || kw < 1) return -1;
     const int wvec = round_up(wo, VEC);
     const int srows = ho + kh - 1;
     const int scols = wvec + kw - 1;
@@ -232,7 +310,9 @@ int dwconv_weight_grad_f32(const float *x, const float *g, float *dw, int batch,
                 const size_t p = (size_t)n * channels + c;
                 place(x + p * h * wd, h, wd, xs, srows, scols, top, left);
                 place(g + p * ho * wo, ho, wo, gs, ho, wvec, 0, 0);
-                plane(xs, scols, gs, wvec, ho, kw, dwc);
+                for (int i0 = 0; i0 < kh; i0 += MAX_KH)
+                    weight_grad_for(band(kh, i0))(xs + (size_t)i0 * scols, scols, gs, wvec, ho,
+                                                  kw, dwc + (size_t)i0 * kw);
             }
         }
         free(xs);
