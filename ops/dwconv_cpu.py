@@ -94,6 +94,10 @@ def forward_plan(x: Tensor, weight: Tensor, padding, dilation) -> Callable:
         run = dwconv_native.forward_plan(tuple(x.shape), kernel_hw, pads[0], pads[2], out_hw)
     elif nchw and dilation[1] * (kernel_hw[1] - 1) + 1 < GEMM_KERNEL_WIDTH:
         run = _conv_plan(False, kernel_hw, pads, dilation, x.shape[1])
+    elif not nchw and dwconv_native.supports_channels_last(x, kernel_hw[1], dilation):
+        run = dwconv_native.forward_plan(
+            tuple(x.shape), kernel_hw, pads[0], pads[2], out_hw, channels_last=True
+        )
     else:  # channels_last, or a wide kernel: brdgmm_dw beats jit_dw on an explicitly padded map
         widen = (kernel_hw[1] in BRDGMM_WIDEN_TO_15 and dilation[1] == 1) * (15 - kernel_hw[1]) // 2
         top, bottom, left, right = pads

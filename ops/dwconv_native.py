@@ -77,6 +77,8 @@ def _build() -> ctypes.CDLL:
     pointer = ctypes.c_void_p
     library.dwconv_forward_f32.argtypes = [pointer] * 4 + ints
     library.dwconv_forward_f32.restype = ctypes.c_int
+    library.dwconv_forward_nhwc_f32.argtypes = [pointer] * 4 + ints
+    library.dwconv_forward_nhwc_f32.restype = ctypes.c_int
     library.dwconv_weight_grad_f32.argtypes = [pointer] * 3 + ints
     library.dwconv_weight_grad_f32.restype = ctypes.c_int
     return library
@@ -119,6 +121,20 @@ def supports(x: Tensor, dilation) -> bool:
     )
 
 
+# The channels_last forward vectorizes over 16 channels; below 3 kernel columns it is slower
+# than oneDNN's brdgmm_dw (see ops/csrc/dwconv_cpu.c).
+CHANNELS_LAST_MIN_KERNEL_WIDTH = 3
+
+
+def supports_channels_last(x: Tensor, kernel_width: int, dilation) -> bool:
+    """Whether the channels_last forward applies (and beats oneDNN) for x and this kernel."""
+    return (
+        x.shape[1] % 16 == 0
+        and kernel_width >= CHANNELS_LAST_MIN_KERNEL_WIDTH
+        and supports(x, dilation)
+    )
+
+
 def _library_or_raise() -> ctypes.CDLL:
     library = _load()
     if library is None:
@@ -131,24 +147,27 @@ def _check(status: int, what: str) -> None:
         raise RuntimeError(f"ops: CPU depthwise {what} kernel failed (status {status})")
 
 
-def forward_plan(x_shape, kernel_hw, top: int, left: int, out_hw):
+def forward_plan(x_shape, kernel_hw, top: int, left: int, out_hw, channels_last=False):
     """forward() for one geometry, as a function of (x, weight, bias): everything but the data
-    pointers is fixed once (this call sits on the per-layer hot path)."""
+    pointers is fixed once (this call sits on the per-layer hot path). channels_last: the
+    channels_last kernel (x and y channels_last, C a multiple of 16) instead of the NCHW one."""
     n, c, h, w = x_shape
     kh, kw = kernel_hw
-    kernel = _library_or_raise().dwconv_forward_f32
+    library = _library_or_raise()
+    kernel = library.dwconv_forward_nhwc_f32 if channels_last else library.dwconv_forward_f32
+    layout = torch.channels_last if channels_last else torch.contiguous_format
     out_shape = (n, c, *out_hw)
+    units = (n, c) if channels_last else (n * c, c)
 
     def run(x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
-        x, weight = x.contiguous(), weight.contiguous()
-        y = x.new_empty(out_shape)
+        x, weight = x.contiguous(memory_format=layout), weight.contiguous()
+        y = torch.empty(out_shape, dtype=x.dtype, device=x.device, memory_format=layout)
         status = kernel(
             x.data_ptr(),
             weight.data_ptr(),
             None if bias is None else bias.contiguous().data_ptr(),
             y.data_ptr(),
-            n * c,
-            c,
+            *units,
             h,
             w,
             kh,

@@ -43,7 +43,7 @@ def _random_case(rng: random.Random) -> dict:
         )
         ref_padding = padding
     return dict(
-        n=rng.choice([1, 2, 3]), c=rng.choice([1, 3, 16, 20]), h=h, w=w, kernel=(kh, kw),
+        n=rng.choice([1, 2, 3]), c=rng.choice([1, 3, 16, 20, 32]), h=h, w=w, kernel=(kh, kw),
         dilation=dilation, padding=padding, ref_padding=ref_padding,
         channels_last=rng.random() < 0.35, bias=rng.random() < 0.7,
     )  # fmt: skip
@@ -157,35 +157,34 @@ def test_native_kernels_bitwise_deterministic_across_thread_counts():
         assert torch.equal(y, results[0][0]) and torch.equal(grad_w, results[0][1])
 
 
-class _Counter:
-    def __init__(self, fn):
-        self.fn, self.calls = fn, 0
-
-    def __call__(self, *args, **kwargs):
-        self.calls += 1
-        return self.fn(*args, **kwargs)
-
-
 @pytest.mark.parametrize("channels_last", [False, True])
 def test_auto_routes_float32_training_to_the_native_kernels(monkeypatch, channels_last):
-    forward = _Counter(None)
+    calls = []
     make_forward = dwconv_native.forward_plan
+
+    def counting_forward_plan(*args, **kwargs):
+        run = make_forward(*args, **kwargs)
+        layout = "cl" if kwargs.get("channels_last") else "nchw"
+        return lambda *tensors: calls.append(f"forward_{layout}") or run(*tensors)
+
+    weight_grad = dwconv_native.weight_grad
+    monkeypatch.setattr(dwconv_native, "forward_plan", counting_forward_plan)
     monkeypatch.setattr(
-        dwconv_native,
-        "forward_plan",
-        lambda *a: setattr(forward, "fn", make_forward(*a)) or forward,
+        dwconv_native, "weight_grad", lambda *a: calls.append("weight_grad") or weight_grad(*a)
     )
-    weight_grad = _Counter(dwconv_native.weight_grad)
-    monkeypatch.setattr(dwconv_native, "weight_grad", weight_grad)
     x = torch.randn(2, 16, 20, 20)
     if channels_last:
         x = x.contiguous(memory_format=torch.channels_last)
     weight = torch.randn(16, 1, 13, 13, requires_grad=True)
     y = dwconv2d(x.requires_grad_(), weight, backend="auto")
-    y.backward(torch.ones_like(y))
-    # NCHW: forward and input-gradient on our kernels; channels_last: oneDNN's brdgmm there.
-    assert forward.calls == (0 if channels_last else 2)
-    assert weight_grad.calls == 1
+    y.backward(
+        torch.ones_like(y).contiguous(
+            memory_format=torch.channels_last if channels_last else torch.contiguous_format
+        )
+    )
+    layout = "cl" if channels_last else "nchw"
+    # forward and input-gradient (the forward of the rotated kernel), then the weight-gradient
+    assert calls == [f"forward_{layout}", f"forward_{layout}", "weight_grad"]
 
 
 def _python(code: str, **env) -> subprocess.CompletedProcess:
@@ -239,6 +238,11 @@ for kh, kw in [(13, 13), (1, 31), (31, 1), (3, 3), (17, 5)]:
     yr.backward(g.double())
     assert (y.double() - yr).abs().max() < 1e-4, (kh, kw)
     assert (dw.double() - wr.grad).abs().max() < 1e-3, (kh, kw)
+    xc = torch.randn(2, 16, 23, 37, generator=gen).contiguous(memory_format=torch.channels_last)
+    wc = torch.randn(16, 1, kh, kw, generator=gen)
+    run = dwconv_native.forward_plan(tuple(xc.shape), (kh, kw), p[0], p[1], (23, 37), True)
+    ref = F.conv2d(xc.double(), wc.double(), None, 1, p, 1, 16)
+    assert (run(xc, wc, None).double() - ref).abs().max() < 1e-4, ("channels_last", kh, kw)
 print("ok")
 """
 

@@ -320,3 +320,76 @@ int dwconv_weight_grad_f32(const float *x, const float *g, float *dw, int batch,
     return failed;
 }
 
+
+/* channels_last forward: x (N, H, W, C), w (C, 1, kh, kw), y (N, Ho, Wo, C); C a multiple of
+   16. Vectors run over 16 channels, so every load is one aligned pixel and no scratch copy is
+   needed: pixels outside the map are zero vectors instead. One task per output row. Per block
+   of PIX output pixels and JB kernel columns, the PIX + JB - 1 input pixels are loaded once
+   and each feeds up to JB multiply-adds (JB = 8 from 5 columns on; 1 below, where padding the
+   kernel to 8 columns would waste more than the reuse saves). Measured at 2x64x56x56 against
+   oneDNN's brdgmm_dw: 3x3 0.13 vs 0.17 ms, 13x13 0.80 vs 2.4, 31x31 2.9 vs 3.4, 1x31 0.16 vs
+   0.23; kernels 1 or 2 wide are slower here (31x1: 0.44 vs 0.31) and stay on oneDNN. */
+#define PIX 8
+#define NHWC_ROW(JB)                                                                        \
+    static void nhwc_row_##JB(const float *x, const float *wt, const float *bias, float *yrow,\
+                              int n, int oy, int channels, int h, int wd, int kh, int kwp,   \
+                              int top, int left, int wo) {                                   \
+        for (int cb = 0; cb < channels; cb += VEC) {                                        \
+            const vec b = bias ? load(bias + cb) : splat(0.0f);                             \
+            for (int x0 = 0; x0 < wo; x0 += PIX) {                                          \
+                vec acc[PIX];                                                               \
+                for (int r = 0; r < PIX; ++r) acc[r] = b;                                   \
+                for (int i = 0; i < kh; ++i) {                                              \
+                    const int iy = oy - top + i;                                            \
+                    if (iy < 0 || iy >= h) continue;                                        \
+                    const float *xrow = x + ((size_t)n * h + iy) * wd * channels + cb;      \
+                    const float *wrow = wt + (size_t)i * kwp * channels + cb;               \
+                    for (int j0 = 0; j0 < kwp; j0 += JB) {                                  \
+                        vec v[PIX + JB - 1];                                                \
+                        _Pragma("GCC unroll 16") for (int t = 0; t < PIX + JB - 1; ++t) {   \
+                            const int ix = x0 - left + j0 + t;                              \
+                            v[t] = ix >= 0 && ix < wd ? load(xrow + (size_t)ix * channels)  \
+                                                      : splat(0.0f);                        \
+                        }                                                                   \
+                        _Pragma("GCC unroll 8") for (int jj = 0; jj < JB; ++jj) {           \
+                            const vec wv = load(wrow + (size_t)(j0 + jj) * channels);       \
+                            _Pragma("GCC unroll 8") for (int r = 0; r < PIX; ++r) acc[r] += \
+                                v[r + jj] * wv;                                             \
+                        }                                                                   \
+                    }                                                                       \
+                }                                                                           \
+                const int pixels = wo - x0 < PIX ? wo - x0 : PIX;                           \
+                for (int r = 0; r < pixels; ++r)                                            \
+                    store(yrow + (size_t)(x0 + r) * channels + cb, acc[r]);                 \
+            }                                                                               \
+        }                                                                                   \
+    }
+NHWC_ROW(1)
+NHWC_ROW(8)
+
+int dwconv_forward_nhwc_f32(const float *x, const float *w, const float *bias, float *y,
+                            int batch, int channels, int h, int wd, int kh, int kw, int top,
+                            int left, int ho, int wo, int threads) {
+    if (channels % VEC || kh < 1 || kw < 1) return -1;
+    const int jb = kw >= 5 ? 8 : 1;
+    const int kwp = round_up(kw, jb);
+    /* weights as (kh, kwp, C), zero past kw: one aligned vector per tap and channel block */
+    float *wt = aligned_alloc(64, sizeof(float) * round_up(kh * kwp * channels, VEC));
+    if (!wt) return 1;
+    for (int i = 0; i < kh; ++i)
+        for (int j = 0; j < kwp; ++j)
+            for (int c = 0; c < channels; ++c)
+                wt[((size_t)i * kwp + j) * channels + c] =
+                    j < kw ? w[((size_t)c * kh + i) * kw + j] : 0.0f;
+#pragma omp parallel for num_threads(threads) schedule(static)
+    for (int task = 0; task < batch * ho; ++task) {
+        const int n = task / ho, oy = task % ho;
+        float *yrow = y + ((size_t)n * ho + oy) * wo * channels;
+        if (jb == 8)
+            nhwc_row_8(x, wt, bias, yrow, n, oy, channels, h, wd, kh, kwp, top, left, wo);
+        else
+            nhwc_row_1(x, wt, bias, yrow, n, oy, channels, h, wd, kh, kwp, top, left, wo);
+    }
+    free(wt);
+    return 0;
+}
