@@ -23,10 +23,11 @@ from .layout import is_channels_last, memory_format
 
 BACKENDS = ("auto", "torch", "fft", "triton")
 # CPU policy of "auto" (fp32, 2 AVX-512 threads, measured with tools/benchmark_ops.py and
-# recorded in benchmarks/ops_cpu.md): our own float32 kernels (dwconv_native) for NCHW forward,
-# input-gradient and every weight-gradient; oneDNN's fast kernels phrased as forward
-# convolutions (dwconv_cpu) for channels_last forward and input-gradient, and for what our
-# kernels do not cover (float64, bfloat16, dilation). Except:
+# recorded in benchmarks/ops_cpu.md): our own float32 kernels (dwconv_native) for every
+# weight-gradient and for the forward and input-gradient in NCHW, and in channels_last where C
+# is a multiple of 16 and the kernel >= 3 wide without dilation; oneDNN's fast kernels phrased
+# as forward convolutions (dwconv_cpu) for the rest (float64, bfloat16, other channels_last
+# shapes). Except:
 # - F.conv2d's own autograd for channels_last input with a kernel at most this wide that fits
 #   inside the map, no dilation: oneDNN's jit weight-gradient is fast there (2x64x56x56: 3x3
 #   0.68 ms vs 1.53 ours, 13x1 0.79 vs 1.67; ours converts x and dY to NCHW for the
@@ -169,7 +170,7 @@ def _live_kernel_hw(x: Tensor, weight: Tensor, padding, dilation) -> tuple[int, 
 
 
 def _cpu_weight_grad_by_fft(x: Tensor, weight: Tensor, padding, dilation) -> bool:
-    if dwconv_native.supports(x, dilation):
+    if dwconv_native.supports(x):
         return False
     if x.shape[2] * x.shape[3] < CPU_FFT_WEIGHT_GRAD_MIN_PIXELS:
         return False
@@ -181,7 +182,7 @@ def _cpu_native_autograd(x: Tensor, weight: Tensor, padding, dilation) -> bool:
     """Whether plain F.conv2d (with its own autograd) is already the best CPU choice."""
     if not is_channels_last(x) or tuple(dilation) != (1, 1):
         return False
-    if not dwconv_native.supports(x, dilation):
+    if not dwconv_native.supports(x):
         return weight.shape[3] <= CPU_JIT_WEIGHT_GRAD_MAX_WIDTH
     # A kernel taller or wider than the map also sends oneDNN's weight-gradient off its fast
     # path (31x1 on 8x128x28x28: 12.0 ms vs 3.9 ms ours).

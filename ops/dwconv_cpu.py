@@ -13,8 +13,8 @@ one slow fallback (read from ONEDNN_VERBOSE with the torch 2.14.1 wheel, which p
 
 So every direction here is phrased as a *forward* convolution that lands on a fast kernel:
 
-- forward: crop the taps that only ever read padding; then our kernels for float32 without
-  dilation (NCHW; channels_last with C a multiple of 16 and a kernel >= 3 wide), else jit_dw
+- forward: crop the taps that only ever read padding; then our kernels for float32 (NCHW;
+  channels_last with C a multiple of 16, a kernel >= 3 wide and no dilation), else jit_dw
   (NCHW, explicit padding where it exceeds 6) or brdgmm_dw (channels_last, 11/13-wide kernels
   widened to 15 by zero taps).
 - input-gradient: the forward of grad_out with the kernel rotated by 180 degrees.
@@ -93,8 +93,10 @@ def forward_plan(x: Tensor, weight: Tensor, padding, dilation) -> Callable:
     live, pads = _live_window(tuple(weight.shape[2:]), in_hw, out_hw, padding, dilation)
     kernel_hw = tuple(weight.shape[2:]) if live is None else tuple(s.stop - s.start for s in live)
     nchw = not is_channels_last(x)
-    if nchw and dwconv_native.supports(x, dilation):
-        run = dwconv_native.forward_plan(tuple(x.shape), kernel_hw, pads[0], pads[2], out_hw)
+    if nchw and dwconv_native.supports(x):
+        run = dwconv_native.forward_plan(
+            tuple(x.shape), kernel_hw, pads[0], pads[2], out_hw, tuple(dilation)
+        )
     elif nchw and dilation[1] * (kernel_hw[1] - 1) + 1 < GEMM_KERNEL_WIDTH:
         run = _conv_plan(False, kernel_hw, pads, dilation, x.shape[1])
     elif not nchw and dwconv_native.supports_channels_last(x, kernel_hw[1], dilation):
@@ -147,8 +149,8 @@ def weight_grad(grad_out: Tensor, x: Tensor, kernel_hw, padding, dilation) -> Te
     left = padding[1] - dilation[1] * spans[1][0]
     bottom = (kh - 1) * dilation[0] + ho - h - top
     right = (kw - 1) * dilation[1] + wo - w - left
-    if dwconv_native.supports(x, dilation):
-        grad = dwconv_native.weight_grad(grad_out, x, (kh, kw), top, left)
+    if dwconv_native.supports(x):
+        grad = dwconv_native.weight_grad(grad_out, x, (kh, kw), top, left, tuple(dilation))
         return _place_live_taps(grad, kernel_hw, spans)
     planes = x.contiguous().view(1, n * c, h, w)
     kernels = grad_out.contiguous().view(n * c, 1, ho, wo)

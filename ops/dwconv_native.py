@@ -73,13 +73,13 @@ def _build() -> ctypes.CDLL:
             if os.path.exists(tmp):
                 os.unlink(tmp)
     library = ctypes.CDLL(str(target))
-    ints = [ctypes.c_int] * 11
-    pointer = ctypes.c_void_p
-    library.dwconv_forward_f32.argtypes = [pointer] * 4 + ints
+    pointer, ints = ctypes.c_void_p, [ctypes.c_int] * 11
+    dilation = [ctypes.c_int] * 2
+    library.dwconv_forward_f32.argtypes = [pointer] * 4 + ints[:8] + dilation + ints[8:]
     library.dwconv_forward_f32.restype = ctypes.c_int
     library.dwconv_forward_nhwc_f32.argtypes = [pointer] * 4 + ints
     library.dwconv_forward_nhwc_f32.restype = ctypes.c_int
-    library.dwconv_weight_grad_f32.argtypes = [pointer] * 3 + ints
+    library.dwconv_weight_grad_f32.argtypes = [pointer] * 3 + ints[:8] + dilation + ints[8:]
     library.dwconv_weight_grad_f32.restype = ctypes.c_int
     return library
 
@@ -111,14 +111,9 @@ def available() -> bool:
     return _load() is not None
 
 
-def supports(x: Tensor, dilation) -> bool:
-    """Whether these kernels can compute a depthwise conv of x with this dilation."""
-    return (
-        x.dtype == torch.float32
-        and x.device.type == "cpu"
-        and tuple(dilation) == (1, 1)
-        and available()
-    )
+def supports(x: Tensor) -> bool:
+    """Whether these kernels can compute a depthwise conv of x (NCHW kernels; any dilation)."""
+    return x.dtype == torch.float32 and x.device.type == "cpu" and available()
 
 
 # The channels_last forward vectorizes over 16 channels; below 3 kernel columns it is slower
@@ -131,7 +126,8 @@ def supports_channels_last(x: Tensor, kernel_width: int, dilation) -> bool:
     return (
         x.shape[1] % 16 == 0
         and kernel_width >= CHANNELS_LAST_MIN_KERNEL_WIDTH
-        and supports(x, dilation)
+        and tuple(dilation) == (1, 1)
+        and supports(x)
     )
 
 
@@ -147,10 +143,13 @@ def _check(status: int, what: str) -> None:
         raise RuntimeError(f"ops: CPU depthwise {what} kernel failed (status {status})")
 
 
-def forward_plan(x_shape, kernel_hw, top: int, left: int, out_hw, channels_last=False):
+def forward_plan(
+    x_shape, kernel_hw, top: int, left: int, out_hw, dilation=(1, 1), channels_last=False
+):
     """forward() for one geometry, as a function of (x, weight, bias): everything but the data
     pointers is fixed once (this call sits on the per-layer hot path). channels_last: the
-    channels_last kernel (x and y channels_last, C a multiple of 16) instead of the NCHW one."""
+    channels_last kernel (x and y channels_last, C a multiple of 16, no dilation) instead of
+    the NCHW one."""
     n, c, h, w = x_shape
     kh, kw = kernel_hw
     library = _library_or_raise()
@@ -158,6 +157,7 @@ def forward_plan(x_shape, kernel_hw, top: int, left: int, out_hw, channels_last=
     layout = torch.channels_last if channels_last else torch.contiguous_format
     out_shape = (n, c, *out_hw)
     units = (n, c) if channels_last else (n * c, c)
+    window = (top, left) if channels_last else (top, left, *dilation)
 
     def run(x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
         x, weight = x.contiguous(memory_format=layout), weight.contiguous()
@@ -172,8 +172,7 @@ def forward_plan(x_shape, kernel_hw, top: int, left: int, out_hw, channels_last=
             w,
             kh,
             kw,
-            top,
-            left,
+            *window,
             out_hw[0],
             out_hw[1],
             torch.get_num_threads(),
@@ -184,13 +183,18 @@ def forward_plan(x_shape, kernel_hw, top: int, left: int, out_hw, channels_last=
     return run
 
 
-def forward(x: Tensor, weight: Tensor, bias: Tensor | None, top: int, left: int, out_hw) -> Tensor:
-    """y[n, c] = bias[c] + sum_ij weight[c, 0, i, j] * x[n, c, y - top + i, x - left + j]."""
-    return forward_plan(tuple(x.shape), tuple(weight.shape[2:]), top, left, out_hw)(x, weight, bias)
+def forward(
+    x: Tensor, weight: Tensor, bias: Tensor | None, top: int, left: int, out_hw, dilation=(1, 1)
+) -> Tensor:
+    """y[n, c] = bias[c] + sum_ij weight[c, 0, i, j] * x[n, c, y - top + i dh, x - left + j dw]."""
+    run = forward_plan(tuple(x.shape), tuple(weight.shape[2:]), top, left, out_hw, dilation)
+    return run(x, weight, bias)
 
 
-def weight_grad(grad_out: Tensor, x: Tensor, kernel_hw, top: int, left: int) -> Tensor:
-    """dW[c, 0, i, j] = sum_n sum_(y, x) x[n, c, y - top + i, x - left + j] * dY[n, c, y, x]."""
+def weight_grad(
+    grad_out: Tensor, x: Tensor, kernel_hw, top: int, left: int, dilation=(1, 1)
+) -> Tensor:
+    """dW[c, 0, i, j] = sum_n sum_(y, x) x[n, c, y - top + i dh, x - left + j dw] dY[n, c, y, x]."""
     x = x.contiguous()
     grad_out = grad_out.contiguous()
     n, c, h, w = x.shape
@@ -207,6 +211,7 @@ def weight_grad(grad_out: Tensor, x: Tensor, kernel_hw, top: int, left: int) -> 
         kernel_hw[1],
         top,
         left,
+        *dilation,
         grad_out.shape[2],
         grad_out.shape[3],
         torch.get_num_threads(),

@@ -111,27 +111,29 @@ def test_auto_float32_matches_conv2d_float64(case):
 
 @pytest.mark.parametrize("kernel_height", [1, 2, 3, 7, 13, 15, 16, 17, 31])
 @pytest.mark.parametrize("shift", [(0, 0), (3, -2), (-1, 4)])
-def test_native_kernels_match_shifted_conv2d(kernel_height, shift):
-    """y[y, x] = sum w[i, j] x[y - top + i, x - left + j] for any (top, left), negative too."""
+@pytest.mark.parametrize("dilation", [(1, 1), (2, 3)])
+def test_native_kernels_match_shifted_conv2d(kernel_height, shift, dilation):
+    """y[y, x] = sum w[i, j] x[y - top + i dh, x - left + j dw] for any (top, left)."""
     top, left = shift
+    dh, dw = dilation
     gen = torch.Generator().manual_seed(kernel_height)
     x = torch.randn(2, 5, 11, 19, generator=gen)
     weight = torch.randn(5, 1, kernel_height, 6, generator=gen)
     bias = torch.randn(5, generator=gen)
     out_hw = (9, 21)
     # reference: pad (or crop) x so that a padding-0 conv gives exactly out_hw
-    bottom = out_hw[0] + kernel_height - 1 - 11 - top
-    right = out_hw[1] + 6 - 1 - 19 - left
+    bottom = out_hw[0] + dh * (kernel_height - 1) - 11 - top
+    right = out_hw[1] + dw * (6 - 1) - 19 - left
     shifted = F.pad(x.double(), (left, right, top, bottom))
-    y_ref = F.conv2d(shifted, weight.double(), bias.double(), 1, 0, 1, 5)
-    y = dwconv_native.forward(x, weight, bias, top, left, out_hw)
+    y_ref = F.conv2d(shifted, weight.double(), bias.double(), 1, 0, dilation, 5)
+    y = dwconv_native.forward(x, weight, bias, top, left, out_hw, dilation)
     torch.testing.assert_close(y.double(), y_ref, rtol=0, atol=1e-5)
     grad = torch.randn(y.shape, generator=gen)
     grad_w_ref = torch.ops.aten.convolution_backward(
-        grad.double(), shifted, weight.double(), None, [1, 1], [0, 0], [1, 1],
+        grad.double(), shifted, weight.double(), None, [1, 1], [0, 0], list(dilation),
         False, [0, 0], 5, [False, True, False],
     )[1]  # fmt: skip
-    grad_w = dwconv_native.weight_grad(grad, x, (kernel_height, 6), top, left)
+    grad_w = dwconv_native.weight_grad(grad, x, (kernel_height, 6), top, left, dilation)
     torch.testing.assert_close(grad_w.double(), grad_w_ref, rtol=0, atol=1e-4)
 
 
@@ -240,7 +242,9 @@ for kh, kw in [(13, 13), (1, 31), (31, 1), (3, 3), (17, 5)]:
     assert (dw.double() - wr.grad).abs().max() < 1e-3, (kh, kw)
     xc = torch.randn(2, 16, 23, 37, generator=gen).contiguous(memory_format=torch.channels_last)
     wc = torch.randn(16, 1, kh, kw, generator=gen)
-    run = dwconv_native.forward_plan(tuple(xc.shape), (kh, kw), p[0], p[1], (23, 37), True)
+    run = dwconv_native.forward_plan(
+        tuple(xc.shape), (kh, kw), p[0], p[1], (23, 37), channels_last=True
+    )
     ref = F.conv2d(xc.double(), wc.double(), None, 1, p, 1, 16)
     assert (run(xc, wc, None).double() - ref).abs().max() < 1e-4, ("channels_last", kh, kw)
 print("ok")

@@ -1,4 +1,4 @@
-/* Direct depthwise convolution kernels for CPU: float32, stride 1, no dilation, any kernel.
+/* Direct depthwise convolution kernels for CPU: float32, stride 1, any kernel and dilation.
    Loaded by ops/dwconv_native.py, which compiles this file on first use.
 
    GCC vector extensions (16 floats: one AVX-512 register, or two AVX2 registers) keep one
@@ -98,11 +98,13 @@ __attribute__((optimize("no-tree-loop-distribute-patterns"))) static void place(
 
 /* ROWS output rows (row stride ostride, wo valid columns) = (first band ? bias : themselves)
    + one band of KH kernel rows; xs points at the input row that the band's first kernel row
-   meets for the block's first output row. The last, partial vector of a row goes through a
-   local copy, so dst may be the output tensor itself. */
+   meets for the block's first output row; scols is the stride between the input rows that
+   successive kernel rows meet (dilation x scratch width) and dw the column dilation. The
+   last, partial vector of a row is masked, so dst may be the output tensor itself. */
 #define FORWARD_BLOCK(KH)                                                                   \
     static void forward_block_##KH(const float *xs, int scols, const float *wc, int kw,     \
-                                   int first, float b, float *dst, int ostride, int wo) {   \
+                                   int dw, int first, float b, float *dst, int ostride,     \
+                                   int wo) {                                                \
         for (int x0 = 0; x0 < wo; x0 += VEC) {                                              \
             const int cols = wo - x0 < VEC ? wo - x0 : VEC;                                 \
             vec acc[ROWS];                                                                  \
@@ -119,7 +121,7 @@ __attribute__((optimize("no-tree-loop-distribute-patterns"))) static void place(
                 vec wr[KH];                                                                 \
                 _Pragma("GCC unroll 32") for (int i = 0; i < KH; ++i) wr[i] =               \
                     splat(wc[i * kw + j]);                                                  \
-                const float *col = xs + x0 + j;                                             \
+                const float *col = xs + x0 + j * dw;                                        \
                 _Pragma("GCC unroll 64") for (int t = 0; t < ROWS + KH - 1; ++t) {          \
                     const vec v = load_once(col + (size_t)t * scols);                       \
                     _Pragma("GCC unroll 16") for (int r = 0; r < ROWS; ++r) {               \
@@ -137,18 +139,20 @@ __attribute__((optimize("no-tree-loop-distribute-patterns"))) static void place(
         }                                                                                   \
     }
 
-/* One plane's contribution to dw[i][j] = sum_(y,x) xs[y + i][x + j] * g[y][x]. Rows stream
-   by y: g[y] is loaded once and meets the KH input rows y..y+KH-1, which stay in a rolling
-   register window (xs row r in slot r % KH; unrolling by KH makes every slot index constant). */
+/* One plane's contribution to dw[i][j] = sum_(y,x) xs[y + i][x + j * dw] * g[y][x], rows
+   counted in strides (scols for xs, gstride for g: a dilation's residue class of rows).
+   Rows stream by y: g[y] is loaded once and meets the KH input rows y..y+KH-1, which stay in
+   a rolling register window (row r in slot r % KH; unrolling by KH makes slots constant). */
 #define WEIGHT_GRAD_PLANE(KH)                                                               \
     static void weight_grad_plane_##KH(const float *xs, int scols, const float *gs,         \
-                                       int wvec, int ho, int kw, float *dwc) {              \
+                                       int gstride, int wvec, int ho, int kw, int dw,       \
+                                       float *dwc) {                                        \
         const int full = ho - ho % KH;                                                      \
         for (int j = 0; j < kw; ++j) {                                                      \
             vec acc[KH];                                                                    \
             for (int i = 0; i < KH; ++i) acc[i] = splat(0.0f);                              \
             for (int x0 = 0; x0 < wvec; x0 += VEC) {                                        \
-                const float *col = xs + x0 + j;                                             \
+                const float *col = xs + x0 + j * dw;                                        \
                 const float *gcol = gs + x0;                                                \
                 vec win[KH];                                                                \
                 _Pragma("GCC unroll 16") for (int i = 0; i < KH - 1; ++i) win[i] =          \
@@ -157,13 +161,13 @@ __attribute__((optimize("no-tree-loop-distribute-patterns"))) static void place(
                     _Pragma("GCC unroll 16") for (int u = 0; u < KH; ++u) {                 \
                         win[(u + KH - 1) % KH] =                                            \
                             load_once(col + (size_t)(y0 + u + KH - 1) * scols);             \
-                        const vec g = load_once(gcol + (size_t)(y0 + u) * wvec);            \
+                        const vec g = load_once(gcol + (size_t)(y0 + u) * gstride);         \
                         _Pragma("GCC unroll 16") for (int i = 0; i < KH; ++i) acc[i] +=     \
                             win[(u + i) % KH] * g;                                          \
                     }                                                                       \
                 }                                                                           \
                 for (int y = full; y < ho; ++y) {                                           \
-                    const vec g = load_once(gcol + (size_t)y * wvec);                       \
+                    const vec g = load_once(gcol + (size_t)y * gstride);                    \
                     _Pragma("GCC unroll 16") for (int i = 0; i < KH; ++i) acc[i] +=         \
                         load(col + (size_t)(y + i) * scols) * g;                            \
                 }                                                                           \
@@ -189,9 +193,10 @@ KERNELS(13)
 KERNELS(14)
 KERNELS(15)
 
-typedef void (*forward_fn)(const float *, int, const float *, int, int, float, float *, int,
-                           int);
-typedef void (*weight_grad_fn)(const float *, int, const float *, int, int, int, float *);
+typedef void (*forward_fn)(const float *, int, const float *, int, int, int, float, float *,
+                           int, int);
+typedef void (*weight_grad_fn)(const float *, int, const float *, int, int, int, int, int,
+                               float *);
 
 static forward_fn forward_for(int kh) {
     switch (kh) {
@@ -237,15 +242,18 @@ static weight_grad_fn weight_grad_for(int kh) {
 
 static int band(int kh, int i0) { return kh - i0 < MAX_KH ? kh - i0 : MAX_KH; }
 
-/* y[p, y, x] = bias[c] + sum_ij w[c, i, j] * x[p, y - top + i, x - left + j], c = p % C.
-   x: planes (P, h, wd); y: (P, ho, wo). top/left may be negative (crop). */
+/* y[p, y, x] = bias[c] + sum_ij w[c, i, j] * x[p, y - top + i*dh, x - left + j*dw],
+   c = p % C. x: planes (P, h, wd); y: (P, ho, wo). top/left may be negative (crop). With row
+   dilation dh the output rows split into dh classes (y mod dh) that never share input rows;
+   each class is a dilation-1 problem over every dh-th scratch row. */
 int dwconv_forward_f32(const float *x, const float *w, const float *bias, float *y, int planes,
-                       int channels, int h, int wd, int kh, int kw, int top, int left, int ho,
-                       int wo, int threads) {
-    if (kh < 1 || kw < 1) return -1;
+                       int channels, int h, int wd, int kh, int kw, int top, int left, int dh,
+                       int dw, int ho, int wo, int threads) {
+    if (kh < 1 || kw < 1 || dh < 1 || dw < 1) return -1;
     const int wvec = round_up(wo, VEC);
-    const int srows = round_up(ho, ROWS) + kh - 1;
-    const int scols = wvec + kw - 1;
+    const int per_class = (ho + dh - 1) / dh;
+    const int srows = dh * (round_up(per_class, ROWS) + kh - 1);
+    const int scols = wvec + (kw - 1) * dw;
     int failed = 0;
 #pragma omp parallel num_threads(threads)
     {
@@ -263,19 +271,23 @@ int dwconv_forward_f32(const float *x, const float *w, const float *bias, float 
             const float b = bias ? bias[c] : 0.0f;
             place(x + (size_t)p * h * wd, h, wd, xs, srows, scols, top, left);
             float *yp = y + (size_t)p * ho * wo;
-            for (int y0 = 0; y0 < ho; y0 += ROWS) {
-                /* full blocks write the output directly; the last, short one via `out` */
-                const int rows = ho - y0 < ROWS ? ho - y0 : ROWS;
-                float *dst = rows == ROWS ? yp + (size_t)y0 * wo : out;
-                const int ostride = rows == ROWS ? wo : wvec;
-                for (int i0 = 0; i0 < kh; i0 += MAX_KH)
-                    forward_for(band(kh, i0))(xs + (size_t)(y0 + i0) * scols, scols,
-                                              wc + (size_t)i0 * kw, kw, i0 == 0, b, dst,
-                                              ostride, wo);
-                if (dst == out)
-                    for (int r = 0; r < rows; ++r)
-                        memcpy(yp + (size_t)(y0 + r) * wo, out + (size_t)r * wvec,
-                               sizeof(float) * wo);
+            for (int phase = 0; phase < dh && phase < ho; ++phase) {
+                const int count = (ho - phase + dh - 1) / dh;
+                for (int m0 = 0; m0 < count; m0 += ROWS) {
+                    /* full blocks write the output directly; the last, short one via `out` */
+                    const int rows = count - m0 < ROWS ? count - m0 : ROWS;
+                    const int y0 = phase + dh * m0;
+                    float *dst = rows == ROWS ? yp + (size_t)y0 * wo : out;
+                    const int ostride = rows == ROWS ? dh * wo : wvec;
+                    for (int i0 = 0; i0 < kh; i0 += MAX_KH)
+                        forward_for(band(kh, i0))(xs + (size_t)(y0 + dh * i0) * scols,
+                                                  dh * scols, wc + (size_t)i0 * kw, kw, dw,
+                                                  i0 == 0, b, dst, ostride, wo);
+                    if (dst == out)
+                        for (int r = 0; r < rows; ++r)
+                            memcpy(yp + (size_t)(y0 + dh * r) * wo, out + (size_t)r * wvec,
+                                   sizeof(float) * wo);
+                }
             }
         }
         free(xs);
@@ -283,15 +295,15 @@ int dwconv_forward_f32(const float *x, const float *w, const float *bias, float 
     return failed;
 }
 
-/* dw[c, 0, i, j] = sum_n sum_(y,x) x[n, c, y - top + i, x - left + j] * g[n, c, y, x].
+/* dw[c, 0, i, j] = sum_n sum_(y,x) x[n, c, y - top + i*dh, x - left + j*dw] * g[n, c, y, x].
    Each thread owns whole channels (loop over the batch inside): deterministic, no atomics. */
-int dwconv_weight_grad_f32(const float *x, const float *g, float *dw, int batch, int channels,
-                           int h, int wd, int kh, int kw, int top, int left, int ho, int wo,
-                           int threads) {
-    if (kh < 1 || kw < 1) return -1;
+int dwconv_weight_grad_f32(const float *x, const float *g, float *dw_out, int batch,
+                           int channels, int h, int wd, int kh, int kw, int top, int left,
+                           int dh, int dw, int ho, int wo, int threads) {
+    if (kh < 1 || kw < 1 || dh < 1 || dw < 1) return -1;
     const int wvec = round_up(wo, VEC);
-    const int srows = ho + kh - 1;
-    const int scols = wvec + kw - 1;
+    const int srows = ho + (kh - 1) * dh;
+    const int scols = wvec + (kw - 1) * dw;
     int failed = 0;
 #pragma omp parallel num_threads(threads)
     {
@@ -304,22 +316,26 @@ int dwconv_weight_grad_f32(const float *x, const float *g, float *dw, int batch,
 #pragma omp for schedule(static)
         for (int c = 0; c < channels; ++c) {
             if (!xs) continue;
-            float *dwc = dw + (size_t)c * kh * kw;
+            float *dwc = dw_out + (size_t)c * kh * kw;
             memset(dwc, 0, sizeof(float) * kh * kw);
             for (int n = 0; n < batch; ++n) {
                 const size_t p = (size_t)n * channels + c;
                 place(x + p * h * wd, h, wd, xs, srows, scols, top, left);
                 place(g + p * ho * wo, ho, wo, gs, ho, wvec, 0, 0);
-                for (int i0 = 0; i0 < kh; i0 += MAX_KH)
-                    weight_grad_for(band(kh, i0))(xs + (size_t)i0 * scols, scols, gs, wvec, ho,
-                                                  kw, dwc + (size_t)i0 * kw);
+                for (int phase = 0; phase < dh && phase < ho; ++phase) {
+                    const int count = (ho - phase + dh - 1) / dh;
+                    for (int i0 = 0; i0 < kh; i0 += MAX_KH)
+                        weight_grad_for(band(kh, i0))(
+                            xs + (size_t)(phase + dh * i0) * scols, dh * scols,
+                            gs + (size_t)phase * wvec, dh * wvec, wvec, count, kw, dw,
+                            dwc + (size_t)i0 * kw);
+                }
             }
         }
         free(xs);
     }
     return failed;
 }
-
 
 /* channels_last forward: x (N, H, W, C), w (C, 1, kh, kw), y (N, Ho, Wo, C); C a multiple of
    16. Vectors run over 16 channels, so every load is one aligned pixel and no scratch copy is
