@@ -150,7 +150,15 @@ def weight_grad(grad_out: Tensor, x: Tensor, kernel_hw, padding, dilation) -> Te
     bottom = (kh - 1) * dilation[0] + ho - h - top
     right = (kw - 1) * dilation[1] + wo - w - left
     if dwconv_native.supports(x):
-        grad = dwconv_native.weight_grad(grad_out, x, (kh, kw), top, left, tuple(dilation))
+        # channels_last x read in place for short kernels over whole 16-channel vectors
+        in_place = (
+            is_channels_last(x)
+            and c % 16 == 0
+            and kh <= dwconv_native.CHANNELS_LAST_WEIGHT_GRAD_MAX_HEIGHT
+        )
+        grad = dwconv_native.weight_grad(
+            grad_out, x, (kh, kw), top, left, tuple(dilation), channels_last=in_place
+        )
         return _place_live_taps(grad, kernel_hw, spans)
     planes = x.contiguous().view(1, n * c, h, w)
     kernels = grad_out.contiguous().view(n * c, 1, ho, wo)

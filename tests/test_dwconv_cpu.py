@@ -137,6 +137,38 @@ def test_native_kernels_match_shifted_conv2d(kernel_height, shift, dilation):
     torch.testing.assert_close(grad_w.double(), grad_w_ref, rtol=0, atol=1e-4)
 
 
+@pytest.mark.parametrize("kernel", [(1, 1), (3, 3), (7, 7), (13, 13), (31, 1), (5, 31)])
+@pytest.mark.parametrize("shift", [(0, 0), (4, -3)])
+@pytest.mark.parametrize("dilation", [(1, 1), (2, 3)])
+def test_channels_last_kernels_match_shifted_conv2d(kernel, shift, dilation):
+    top, left = shift
+    dh, dw = dilation
+    kh, kw = kernel
+    gen = torch.Generator().manual_seed(kh * 100 + kw)
+    x = torch.randn(2, 32, 12, 21, generator=gen).contiguous(memory_format=torch.channels_last)
+    weight = torch.randn(32, 1, kh, kw, generator=gen)
+    out_hw = (10, 17)
+    bottom = out_hw[0] + dh * (kh - 1) - 12 - top
+    right = out_hw[1] + dw * (kw - 1) - 21 - left
+    shifted = F.pad(x.double(), (left, right, top, bottom))
+    if dilation == (1, 1):  # the channels_last forward has no dilation
+        bias = torch.randn(32, generator=gen)
+        run = dwconv_native.forward_plan(
+            tuple(x.shape), kernel, top, left, out_hw, channels_last=True
+        )
+        y = run(x, weight, bias)
+        assert y.is_contiguous(memory_format=torch.channels_last)
+        y_ref = F.conv2d(shifted, weight.double(), bias.double(), 1, 0, 1, 32)
+        torch.testing.assert_close(y.double(), y_ref, rtol=0, atol=4e-6 * (kh * kw) ** 0.5)
+    grad = torch.randn(2, 32, *out_hw, generator=gen).contiguous(memory_format=torch.channels_last)
+    grad_w_ref = torch.ops.aten.convolution_backward(
+        grad.double(), shifted, weight.double(), None, [1, 1], [0, 0], list(dilation),
+        False, [0, 0], 32, [False, True, False],
+    )[1]  # fmt: skip
+    grad_w = dwconv_native.weight_grad(grad, x, kernel, top, left, dilation, channels_last=True)
+    torch.testing.assert_close(grad_w.double(), grad_w_ref, rtol=0, atol=1e-4)
+
+
 def test_native_kernels_bitwise_deterministic_across_thread_counts():
     gen = torch.Generator().manual_seed(0)
     x = torch.randn(3, 40, 30, 37, generator=gen)
@@ -172,7 +204,12 @@ def test_auto_routes_float32_training_to_the_native_kernels(monkeypatch, channel
     weight_grad = dwconv_native.weight_grad
     monkeypatch.setattr(dwconv_native, "forward_plan", counting_forward_plan)
     monkeypatch.setattr(
-        dwconv_native, "weight_grad", lambda *a: calls.append("weight_grad") or weight_grad(*a)
+        dwconv_native,
+        "weight_grad",
+        lambda *a, channels_last: (
+            calls.append(f"weight_grad_{'cl' if channels_last else 'nchw'}")
+            or weight_grad(*a, channels_last=channels_last)
+        ),
     )
     x = torch.randn(2, 16, 20, 20)
     if channels_last:
@@ -186,7 +223,13 @@ def test_auto_routes_float32_training_to_the_native_kernels(monkeypatch, channel
     )
     layout = "cl" if channels_last else "nchw"
     # forward and input-gradient (the forward of the rotated kernel), then the weight-gradient
-    assert calls == [f"forward_{layout}", f"forward_{layout}", "weight_grad"]
+    # (13 rows: too tall for the channels_last one, which streams the map once per row)
+    assert calls == [f"forward_{layout}", f"forward_{layout}", "weight_grad_nchw"]
+    calls.clear()
+    short = torch.randn(16, 1, 5, 9, requires_grad=True)
+    y = dwconv2d(x, short, backend="auto")
+    y.backward(torch.ones_like(y))
+    assert calls[-1] == f"weight_grad_{layout}"
 
 
 def _python(code: str, **env) -> subprocess.CompletedProcess:
@@ -247,6 +290,11 @@ for kh, kw in [(13, 13), (1, 31), (31, 1), (3, 3), (17, 5)]:
     )
     ref = F.conv2d(xc.double(), wc.double(), None, 1, p, 1, 16)
     assert (run(xc, wc, None).double() - ref).abs().max() < 1e-4, ("channels_last", kh, kw)
+    gc = torch.randn(2, 16, 23, 37, generator=gen).contiguous(memory_format=torch.channels_last)
+    dwc = dwconv_native.weight_grad(gc, xc, (kh, kw), p[0], p[1], channels_last=True)
+    wr = wc.double().requires_grad_()
+    F.conv2d(xc.double(), wr, None, 1, p, 1, 16).backward(gc.double())
+    assert (dwc.double() - wr.grad).abs().max() < 1e-3, ("channels_last dW", kh, kw)
 print("ok")
 """
 

@@ -409,3 +409,53 @@ int dwconv_forward_nhwc_f32(const float *x, const float *w, const float *bias, f
     free(wt);
     return 0;
 }
+
+/* channels_last weight-gradient: x (N, H, W, C), g (N, Ho, Wo, C), dw (C, 1, kh, kw); C a
+   multiple of 16; any dilation. One task per (16 channels, kernel row): each writes its own
+   dW entries, so the result is deterministic without atomics. Per output pixel, its dY vector
+   is loaded once and meets JB kernel columns; input pixels outside the map count as zero. */
+int dwconv_weight_grad_nhwc_f32(const float *x, const float *g, float *dw_out, int batch,
+                                int channels, int h, int wd, int kh, int kw, int top, int left,
+                                int dh, int dw, int ho, int wo, int threads) {
+    if (channels % VEC || kh < 1 || kw < 1 || dh < 1 || dw < 1) return -1;
+    const int blocks = channels / VEC;
+#pragma omp parallel for num_threads(threads) schedule(static)
+    for (int task = 0; task < blocks * kh; ++task) {
+        const int cb = task / kh * VEC, i = task % kh;
+        for (int j0 = 0; j0 < kw; j0 += PIX) {
+            const int taps = kw - j0 < PIX ? kw - j0 : PIX;
+            vec acc[PIX];
+            for (int t = 0; t < PIX; ++t) acc[t] = splat(0.0f);
+            for (int n = 0; n < batch; ++n) {
+                for (int oy = 0; oy < ho; ++oy) {
+                    const int iy = oy - top + i * dh;
+                    if (iy < 0 || iy >= h) continue;
+                    const float *xrow = x + ((size_t)n * h + iy) * wd * channels + cb;
+                    const float *grow = g + ((size_t)n * ho + oy) * wo * channels + cb;
+                    /* ox where every tap j0..j0+PIX-1 lands inside the row: no checks */
+                    int lo = left - j0 * dw, hi = wd + left - (j0 + PIX - 1) * dw;
+                    lo = lo < 0 ? 0 : lo > wo ? wo : lo;
+                    hi = hi < lo ? lo : hi > wo ? wo : hi;
+                    for (int ox = 0; ox < wo; ++ox) {
+                        const vec gv = load(grow + (size_t)ox * channels);
+                        const int ix0 = ox - left + j0 * dw;
+                        if (ox >= lo && ox < hi) {
+                            _Pragma("GCC unroll 8") for (int t = 0; t < PIX; ++t) acc[t] +=
+                                load(xrow + (size_t)(ix0 + t * dw) * channels) * gv;
+                        } else {
+                            for (int t = 0; t < taps; ++t) {
+                                const int ix = ix0 + t * dw;
+                                if (ix >= 0 && ix < wd)
+                                    acc[t] += load(xrow + (size_t)ix * channels) * gv;
+                            }
+                        }
+                    }
+                }
+            }
+            for (int t = 0; t < taps; ++t)
+                for (int lane = 0; lane < VEC; ++lane)
+                    dw_out[((size_t)(cb + lane) * kh + i) * kw + j0 + t] = acc[t][lane];
+        }
+    }
+    return 0;
+}
