@@ -44,16 +44,6 @@ def _tiny(num_classes: int = 19, **kwargs) -> BEVANet:
     return timm.create_model("bevanet_s", num_classes=num_classes, **dict(TINY, **kwargs))
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # These tests run many tiny ops; on the shared 2-core host two intra-op threads made the
-    # overfit test ~50x slower (OpenMP barriers under load), so run them single-threaded.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def bevanet_s_eval() -> BEVANet:
     torch.manual_seed(0)

@@ -49,16 +49,6 @@ def _randomize_(model: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
     return model
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # These models are many tiny ops: a second thread only adds synchronisation, which costs
-    # 10-100x on a shared, oversubscribed CPU.
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
 # ---------------------------------------------------------------------------------------------
 # structure
 
