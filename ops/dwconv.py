@@ -160,13 +160,8 @@ def _concrete_backend(backend: str, x: Tensor) -> str:
 def _live_kernel_hw(x: Tensor, weight: Tensor, padding, dilation) -> tuple[int, int]:
     """Kernel size once the taps that only read padding are dropped."""
     out_hw = _output_hw(x, weight, padding, dilation)
-    spans = [
-        dwconv_cpu.live_taps(
-            x.shape[2 + a], out_hw[a], weight.shape[2 + a], padding[a], dilation[a]
-        )
-        for a in (0, 1)
-    ]
-    return spans[0][1] - spans[0][0] + 1, spans[1][1] - spans[1][0] + 1
+    live, _ = dwconv_cpu.live_window(weight.shape[2:], x.shape[2:], out_hw, padding, dilation)
+    return live[0].stop - live[0].start, live[1].stop - live[1].start
 
 
 def _cpu_weight_grad_by_fft(x: Tensor, weight: Tensor, padding, dilation) -> bool:

@@ -57,17 +57,16 @@ def live_taps(size: int, out: int, k: int, pad: int, dil: int) -> tuple[int, int
     return (lo, hi) if lo <= hi else (0, k - 1)
 
 
-def _live_window(kernel_hw, in_hw, out_hw, padding, dilation):
-    """Slices of the live taps, and the (top, bottom, left, right) padding they need."""
+def live_window(kernel_hw, in_hw, out_hw, padding, dilation):
+    """The (rows, cols) slices of the live taps, and the (top, bottom, left, right) padding the
+    cropped kernel needs to give the same output (asymmetric in general, negative crops)."""
     pads, slices = [], []
     for axis in (0, 1):
-        k = kernel_hw[axis]
         pad, dil, size, out = padding[axis], dilation[axis], in_hw[axis], out_hw[axis]
-        lo, hi = live_taps(size, out, k, pad, dil)
+        lo, hi = live_taps(size, out, kernel_hw[axis], pad, dil)
         pads += [pad - dil * lo, (out - 1) - pad + dil * hi - (size - 1)]
         slices.append(slice(lo, hi + 1))
-    cropped = slices[0] != slice(0, kernel_hw[0]) or slices[1] != slice(0, kernel_hw[1])
-    return (slices if cropped else None), tuple(pads)
+    return tuple(slices), tuple(pads)
 
 
 def _conv_plan(channels_last: bool, kernel_hw, pads, dilation, groups: int) -> Callable:
@@ -90,8 +89,9 @@ def forward_plan(x: Tensor, weight: Tensor, padding, dilation) -> Callable:
     out_hw = tuple(
         in_hw[a] + 2 * padding[a] - dilation[a] * (weight.shape[2 + a] - 1) for a in (0, 1)
     )
-    live, pads = _live_window(tuple(weight.shape[2:]), in_hw, out_hw, padding, dilation)
-    kernel_hw = tuple(weight.shape[2:]) if live is None else tuple(s.stop - s.start for s in live)
+    full_hw = tuple(weight.shape[2:])
+    live, pads = live_window(full_hw, in_hw, out_hw, padding, dilation)
+    kernel_hw = tuple(s.stop - s.start for s in live)
     nchw = not is_channels_last(x)
     if nchw and dwconv_native.supports(x):
         run = dwconv_native.forward_plan(
@@ -117,15 +117,34 @@ def forward_plan(x: Tensor, weight: Tensor, padding, dilation) -> Callable:
             run = lambda x, w, b: brdgmm(x.contiguous(memory_format=cl), w, b).contiguous()  # noqa: E731
         else:
             run = brdgmm
-    if live is None:
+    if kernel_hw == full_hw:
         return run
     rows, cols = live
     return lambda x, w, b: run(x, w[:, :, rows, cols], b)
 
 
+# forward()'s plans, for the autograd path (dwconv2d caches its own no-grad plans).
+PLAN_CACHE_SIZE = 1024
+_forward_plans: dict[tuple, Callable] = {}
+
+
 def forward(x: Tensor, weight: Tensor, bias: Tensor | None, padding, dilation) -> Tensor:
     """Depthwise conv, stride 1, symmetric `padding`; the output keeps x's memory format."""
-    return forward_plan(x, weight, padding, dilation)(x, weight, bias)
+    key = (
+        x.shape,
+        is_channels_last(x),
+        x.dtype,
+        x.device.type,
+        weight.shape,
+        tuple(padding),
+        tuple(dilation),
+    )
+    run = _forward_plans.get(key)
+    if run is None:
+        if len(_forward_plans) >= PLAN_CACHE_SIZE:
+            _forward_plans.clear()
+        run = _forward_plans[key] = forward_plan(x, weight, padding, dilation)
+    return run(x, weight, bias)
 
 
 def input_grad(grad_out: Tensor, weight: Tensor, padding, dilation) -> Tensor:
@@ -141,25 +160,19 @@ def weight_grad(grad_out: Tensor, x: Tensor, kernel_hw, padding, dilation) -> Te
     """dW (C, 1, kh, kw): X as (1, N*C, H, W) convolved with dY as N*C kernels, summed over N."""
     n, c, h, w = x.shape
     ho, wo = grad_out.shape[2:]
-    spans = [
-        live_taps((h, w)[a], (ho, wo)[a], kernel_hw[a], padding[a], dilation[a]) for a in (0, 1)
-    ]
-    kh, kw = (hi - lo + 1 for lo, hi in spans)
-    top = padding[0] - dilation[0] * spans[0][0]
-    left = padding[1] - dilation[1] * spans[1][0]
-    bottom = (kh - 1) * dilation[0] + ho - h - top
-    right = (kw - 1) * dilation[1] + wo - w - left
+    live, (top, bottom, left, right) = live_window(kernel_hw, (h, w), (ho, wo), padding, dilation)
+    kh, kw = (s.stop - s.start for s in live)
     if dwconv_native.supports(x):
-        # channels_last x read in place for short kernels over whole 16-channel vectors
-        in_place = (
-            is_channels_last(x)
-            and c % 16 == 0
-            and kh <= dwconv_native.CHANNELS_LAST_WEIGHT_GRAD_MAX_HEIGHT
-        )
         grad = dwconv_native.weight_grad(
-            grad_out, x, (kh, kw), top, left, tuple(dilation), channels_last=in_place
+            grad_out,
+            x,
+            (kh, kw),
+            top,
+            left,
+            tuple(dilation),
+            channels_last=dwconv_native.supports_channels_last_weight_grad(x, kh),
         )
-        return _place_live_taps(grad, kernel_hw, spans)
+        return _place_live_taps(grad, kernel_hw, live)
     planes = x.contiguous().view(1, n * c, h, w)
     kernels = grad_out.contiguous().view(n * c, 1, ho, wo)
     # The "dilation" of this conv is 1 over dY's taps; the weight's dilation becomes its stride.
@@ -172,13 +185,13 @@ def weight_grad(grad_out: Tensor, x: Tensor, kernel_hw, padding, dilation) -> Te
         per_sample = F.conv2d(padded, kernels, None, tuple(dilation), 0, 1, n * c)
     accumulate = torch.float64 if x.dtype == torch.float64 else torch.float32
     grad = per_sample.view(n, c, kh, kw).sum(0, dtype=accumulate).to(x.dtype).unsqueeze(1)
-    return _place_live_taps(grad, kernel_hw, spans)
+    return _place_live_taps(grad, kernel_hw, live)
 
 
-def _place_live_taps(grad: Tensor, kernel_hw, spans) -> Tensor:
+def _place_live_taps(grad: Tensor, kernel_hw, live) -> Tensor:
     """The gradient of the live taps inside the full kernel's (zero elsewhere)."""
     if tuple(grad.shape[2:]) == tuple(kernel_hw):
         return grad
     full = grad.new_zeros(grad.shape[0], 1, *kernel_hw)
-    full[:, :, spans[0][0] : spans[0][1] + 1, spans[1][0] : spans[1][1] + 1] = grad
+    full[:, :, live[0], live[1]] = grad
     return full

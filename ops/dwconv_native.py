@@ -25,6 +25,8 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
+from .layout import is_channels_last
+
 SOURCE = Path(__file__).with_name("csrc") / "dwconv_cpu.c"
 # ZOO_DWCONV_MARCH picks another target than this CPU (tests build x86-64-v3, i.e. AVX2).
 _FLAGS = ["-O3", "-fopenmp", "-std=gnu11", "-shared", "-fPIC"]
@@ -130,13 +132,24 @@ CHANNELS_LAST_MIN_KERNEL_WIDTH = 3
 CHANNELS_LAST_WEIGHT_GRAD_MAX_HEIGHT = 7
 
 
+def _whole_vectors_in_channels_last(x: Tensor) -> bool:
+    """The channels_last kernels vectorize over 16 channels at a time."""
+    return is_channels_last(x) and x.shape[1] % 16 == 0 and supports(x)
+
+
 def supports_channels_last(x: Tensor, kernel_width: int, dilation) -> bool:
     """Whether the channels_last forward applies (and beats oneDNN) for x and this kernel."""
     return (
-        x.shape[1] % 16 == 0
-        and kernel_width >= CHANNELS_LAST_MIN_KERNEL_WIDTH
+        kernel_width >= CHANNELS_LAST_MIN_KERNEL_WIDTH
         and tuple(dilation) == (1, 1)
-        and supports(x)
+        and _whole_vectors_in_channels_last(x)
+    )
+
+
+def supports_channels_last_weight_grad(x: Tensor, kernel_height: int) -> bool:
+    """Whether the weight-gradient should read channels_last x in place (any dilation)."""
+    return (
+        kernel_height <= CHANNELS_LAST_WEIGHT_GRAD_MAX_HEIGHT and _whole_vectors_in_channels_last(x)
     )
 
 

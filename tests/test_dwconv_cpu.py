@@ -87,6 +87,12 @@ def _assert_close_to_float64(ours, ref):
         torch.testing.assert_close(a.double(), b, rtol=0, atol=5e-6 * scale)
 
 
+def _fresh_plans(monkeypatch):
+    """Empty route caches, so routes are chosen anew under the test's monkeypatches."""
+    monkeypatch.setattr(dwconv, "_plans", {})
+    monkeypatch.setattr(dwconv_cpu, "_forward_plans", {})
+
+
 def test_native_kernels_build_on_this_machine():
     # CI machines have gcc; if this fails, `auto` silently runs the slower oneDNN paths.
     assert dwconv_native.available()
@@ -193,6 +199,7 @@ def test_native_kernels_bitwise_deterministic_across_thread_counts():
 
 @pytest.mark.parametrize("channels_last", [False, True])
 def test_auto_routes_float32_training_to_the_native_kernels(monkeypatch, channels_last):
+    _fresh_plans(monkeypatch)
     calls = []
     make_forward = dwconv_native.forward_plan
 
@@ -317,6 +324,7 @@ def test_zoo_dwconv_native_0_disables_the_native_kernels_quietly(tmp_path):
 
 
 def test_onednn_formulations_match_conv2d_float32_when_native_is_off(monkeypatch):
+    _fresh_plans(monkeypatch)
     monkeypatch.setattr(dwconv_native, "available", lambda: False)
     for case in CASES[:30]:
         padding, ref_padding, dilation = case["padding"], case["ref_padding"], case["dilation"]

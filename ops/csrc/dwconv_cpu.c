@@ -75,6 +75,16 @@ static inline float hsum(vec v) {
 
 static int round_up(int n, int m) { return (n + m - 1) / m * m; }
 
+/* A thread's scratch; when it cannot be had, *failed is set and the thread skips its share. */
+static float *thread_scratch(size_t floats, int *failed) {
+    float *p = malloc(sizeof(float) * floats);
+    if (!p) {
+#pragma omp atomic write
+        *failed = 1;
+    }
+    return p;
+}
+
 /* dst (drows x dcols) = src (rows x cols) shifted by (top, left), zero elsewhere. Plain loops
    (kept from becoming memset/memcpy calls): rows are short, and per-call overhead of the
    library routines cost more than the copy itself on 56-wide maps. */
@@ -257,12 +267,8 @@ int dwconv_forward_f32(const float *x, const float *w, const float *bias, float 
     int failed = 0;
 #pragma omp parallel num_threads(threads)
     {
-        float *xs = malloc(sizeof(float) * ((size_t)srows * scols + (size_t)ROWS * wvec));
+        float *xs = thread_scratch((size_t)srows * scols + (size_t)ROWS * wvec, &failed);
         float *out = xs ? xs + (size_t)srows * scols : NULL;
-        if (!xs) {
-#pragma omp atomic write
-            failed = 1;
-        }
 #pragma omp for schedule(static)
         for (int p = 0; p < planes; ++p) {
             if (!xs) continue;
@@ -307,12 +313,8 @@ int dwconv_weight_grad_f32(const float *x, const float *g, float *dw_out, int ba
     int failed = 0;
 #pragma omp parallel num_threads(threads)
     {
-        float *xs = malloc(sizeof(float) * ((size_t)srows * scols + (size_t)ho * wvec));
+        float *xs = thread_scratch((size_t)srows * scols + (size_t)ho * wvec, &failed);
         float *gs = xs ? xs + (size_t)srows * scols : NULL;
-        if (!xs) {
-#pragma omp atomic write
-            failed = 1;
-        }
 #pragma omp for schedule(static)
         for (int c = 0; c < channels; ++c) {
             if (!xs) continue;
