@@ -1,4 +1,4 @@
-"""BEVANet family (zoo/bevanet.py) and its training loss (zoo/losses/bevanet.py).
+"""BEVANet family (zoo/models/bevanet.py) and its training loss (zoo/losses/bevanet.py).
 
 References: parameter counts of the official implementation (maomao0819/BEVANet, built with each
 released config), official key names, hand computations, and OpenCV's Canny output
@@ -19,9 +19,9 @@ import torch.nn.functional as F
 
 import zoo  # noqa: F401  (registers the families)
 from ops import DepthwiseConv2d
-from zoo.bevanet import BEVANet, EVABlock, checkpoint_filter_fn, load_imagenet_backbone
 from zoo.losses import BEVANetLoss, boundary_targets
 from zoo.losses.bevanet import ohem_cross_entropy, weighted_bce_with_logits
+from zoo.models.bevanet import BEVANet, EVABlock, checkpoint_filter_fn, load_imagenet_backbone
 
 DATA = Path(__file__).parent / "data"
 

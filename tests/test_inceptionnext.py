@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 
 import zoo  # noqa: F401  (registers the family)
-from zoo.inceptionnext import InceptionDWConv2d, InceptionNeXt
+from zoo.models.inceptionnext import InceptionDWConv2d, InceptionNeXt
 
 VARIANTS = {  # ours -> (timm's model, parameter count published by the official code)
     "inceptionnext_atto": ("inception_next_atto", 4_156_520),

@@ -1,4 +1,4 @@
-"""MK-UNet family (zoo/mkunet.py) and the medical-segmentation losses (zoo/losses/medseg.py).
+"""MK-UNet family (zoo/models/mkunet.py) and the medical-segmentation losses (zoo/losses/medseg.py).
 
 References: the parameter counts, shuffle groups, channel-attention widths and state_dict size
 measured on the official code (shared/specs/mkunet.md), the official key names, and hand
@@ -16,7 +16,7 @@ from skimage.draw import disk, ellipse
 
 import zoo  # noqa: F401  (registers the models)
 from zoo.losses import DiceBCELoss, StructureLoss, dice_bce_loss, structure_loss
-from zoo.mkunet import MKUNet, MultiKernelDepthwiseConv
+from zoo.models.mkunet import MKUNet, MultiKernelDepthwiseConv
 
 OFFICIAL_PARAMS = {
     "mk_unet_t": 27_384,

@@ -1,6 +1,6 @@
 """UniRepLKNet: parameter counts, re-parameterisation, official checkpoint layout, contract.
 
-References that do not come from zoo/unireplknet.py: the parameter counts and key counts the
+References that do not come from zoo/models/unireplknet.py: the parameter counts and key counts the
 official code gives (specs/unireplknet.md section 3 and 1.7), the official dilated-branch table
 (section 1.4), the official state-dict key names (section 1.1-1.7, rebuilt below by
 `to_official_layout`), F.conv2d, and the eager model itself for compiled and checkpointed runs.
@@ -16,7 +16,7 @@ import torch.nn as nn
 
 import zoo
 from ops import DepthwiseConv2d
-from zoo.unireplknet import DilatedReparamBlock, checkpoint_filter_fn
+from zoo.models.unireplknet import DilatedReparamBlock, checkpoint_filter_fn
 
 VARIANTS = ["a", "f", "p", "n", "t", "s", "b", "l", "xl"]
 

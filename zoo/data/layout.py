@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from pathlib import Path
 
+from ..errors import ConfigError, first_few
+
+__all__ = ["IMAGE_EXTENSIONS", "ConfigError", "first_few", "list_images", "require_dir",
+           "require_images"]  # fmt: skip
+
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
-
-
-class ConfigError(ValueError):
-    """Wrong user input (data folder, labels, model name, ...): `train.py` prints it without a
-    traceback, since the message alone says what to fix."""
 
 
 def require_dir(path: str | Path, what: str, layout: str) -> Path:
@@ -40,10 +39,3 @@ def require_images(folder: Path, what: str, layout: str, recursive: bool = False
             f"{what} '{folder}' contains no images ({exts}).\nExpected layout:\n{layout}"
         )
     return files
-
-
-def first_few(items: Iterable[object], n: int = 5) -> str:
-    """Up to `n` items joined for an error message, with a count of the rest."""
-    items = [str(i) for i in items]
-    more = f" ... and {len(items) - n} more" if len(items) > n else ""
-    return ", ".join(items[:n]) + more

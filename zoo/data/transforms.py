@@ -14,7 +14,7 @@ from PIL import Image
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from torch.utils.data import Dataset
 
-from .layout import ConfigError
+from ..errors import ConfigError
 
 
 def load_rgb(path: Path) -> torch.Tensor:

@@ -22,8 +22,8 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 
 import zoo.data  # noqa: F401  (makes the datamodules resolvable by short class name)
-from zoo.data.layout import ConfigError
 
+from ..errors import ConfigError
 from .callbacks import TrainingFigures
 from .checkpoint_io import AtomicCheckpointIO
 

@@ -14,7 +14,8 @@ from timm.optim import create_optimizer_v2
 from timm.scheduler import create_scheduler_v2
 
 import zoo  # noqa: F401  (registers the zoo families with timm)
-from zoo.data.layout import ConfigError
+
+from ..errors import ConfigError
 
 
 def create_model_by_name(

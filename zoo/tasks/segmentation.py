@@ -15,10 +15,10 @@ from torchmetrics.classification import (
     MulticlassJaccardIndex,
 )
 
-from zoo.data.layout import ConfigError
 from zoo.losses import DiceBCELoss, StructureLoss
 from zoo.losses.bevanet import BEVANetLoss
 
+from ..errors import ConfigError
 from .common import TimmTask, create_model_by_name
 from .figures import save_overlays
 

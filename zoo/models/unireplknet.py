@@ -49,7 +49,7 @@ from torch import Tensor
 
 from ops import DepthwiseConv2d
 
-from .layers import GlobalResponseNorm, fuse_bn
+from ..layers import GlobalResponseNorm, fuse_bn
 
 __all__ = ["UniRepLKNet", "UniRepLKNetBlock", "DilatedReparamBlock"]
 

@@ -42,7 +42,8 @@ from timm.models._manipulate import checkpoint_seq
 from timm.models._registry import generate_default_cfgs, register_model
 
 from ops import DepthwiseConv2d
-from zoo.layers import fuse_bn  # (importing zoo.layers makes DepthwiseConv2d an fx leaf)
+
+from ..layers import fuse_bn  # (importing zoo.layers makes DepthwiseConv2d an fx leaf)
 
 __all__ = ["InceptionNeXt"]
 
