@@ -1,6 +1,10 @@
-"""Kernels for the zoo: depthwise large-kernel convolution with Triton, FFT and torch backends.
+"""Kernels for the zoo, one package per op (imports torch and triton only, nothing of zoo).
 
-`ops` imports only torch (and triton, lazily); no model code lives here.
+- `ops.dwconv`: depthwise 2-D convolution (`dwconv2d`, `DepthwiseConv2d`, `set_backend`).
+
+Shared: `_geometry` (output sizes, live taps), `_layout` (memory formats), `_build` (our C
+sources compiled on first use). Triton is imported with the op's triton backend; without it
+that backend reports itself unavailable.
 """
 
 from .dwconv import BACKENDS, DepthwiseConv2d, dwconv2d, get_backend, set_backend

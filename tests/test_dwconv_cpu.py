@@ -1,9 +1,9 @@
 """The CPU side of ops.dwconv2d's `auto` backend, in float32 against F.conv2d in float64.
 
-- our compiled kernels (ops/dwconv_native.py, ops/csrc/dwconv_cpu.c): forward and
+- our compiled kernels (ops/dwconv/native.py, ops/dwconv/csrc/dwconv_cpu.c): forward and
   weight-gradient, every compiled kernel height, widths across the 16-float vector boundary,
   maps smaller than the kernel, shifted (asymmetric, negative) windows; determinism;
-- oneDNN's kernels phrased as forward convolutions (ops/dwconv_cpu.py): covered in float64 by
+- oneDNN's kernels phrased as forward convolutions (ops/dwconv/cpu.py): covered in float64 by
   tests/test_dwconv.py (the compiled kernels are float32-only), and here with them disabled;
 - the fallback when no compiler works, and the routing cache in front of dwconv2d.
 """
@@ -21,8 +21,11 @@ import torch
 import torch.nn.functional as F
 
 import ops
-from ops import dwconv, dwconv2d, dwconv_cpu, dwconv_native
-from ops.layout import is_channels_last
+from ops import _geometry, dwconv2d
+from ops._layout import is_channels_last
+from ops.dwconv import cpu as dwconv_cpu
+from ops.dwconv import dispatch, functional
+from ops.dwconv import native as dwconv_native
 
 NUM_RANDOM_CASES = 120
 
@@ -89,8 +92,18 @@ def _assert_close_to_float64(ours, ref):
 
 def _fresh_plans(monkeypatch):
     """Empty route caches, so routes are chosen anew under the test's monkeypatches."""
-    monkeypatch.setattr(dwconv, "_plans", {})
+    monkeypatch.setattr(functional, "_plans", {})
+    monkeypatch.setattr(dispatch, "_routes", {})
     monkeypatch.setattr(dwconv_cpu, "_forward_plans", {})
+    monkeypatch.setattr(dwconv_native, "_forward_plans", {})
+
+
+def _kernel_forward(x, weight, bias, top, left, out_hw, dilation=(1, 1), channels_last=False):
+    """The C forward kernel itself, with an explicit (top, left) window."""
+    run = dwconv_native.kernel_forward_plan(
+        tuple(x.shape), tuple(weight.shape[2:]), top, left, out_hw, dilation, channels_last
+    )
+    return run(x, weight, bias)
 
 
 def test_native_kernels_build_on_this_machine():
@@ -132,14 +145,14 @@ def test_native_kernels_match_shifted_conv2d(kernel_height, shift, dilation):
     right = out_hw[1] + dw * (6 - 1) - 19 - left
     shifted = F.pad(x.double(), (left, right, top, bottom))
     y_ref = F.conv2d(shifted, weight.double(), bias.double(), 1, 0, dilation, 5)
-    y = dwconv_native.forward(x, weight, bias, top, left, out_hw, dilation)
+    y = _kernel_forward(x, weight, bias, top, left, out_hw, dilation)
     torch.testing.assert_close(y.double(), y_ref, rtol=0, atol=1e-5)
     grad = torch.randn(y.shape, generator=gen)
     grad_w_ref = torch.ops.aten.convolution_backward(
         grad.double(), shifted, weight.double(), None, [1, 1], [0, 0], list(dilation),
         False, [0, 0], 5, [False, True, False],
     )[1]  # fmt: skip
-    grad_w = dwconv_native.weight_grad(grad, x, (kernel_height, 6), top, left, dilation)
+    grad_w = dwconv_native.kernel_weight_grad(grad, x, (kernel_height, 6), top, left, dilation)
     torch.testing.assert_close(grad_w.double(), grad_w_ref, rtol=0, atol=1e-4)
 
 
@@ -159,7 +172,7 @@ def test_channels_last_kernels_match_shifted_conv2d(kernel, shift, dilation):
     shifted = F.pad(x.double(), (left, right, top, bottom))
     if dilation == (1, 1):  # the channels_last forward has no dilation
         bias = torch.randn(32, generator=gen)
-        run = dwconv_native.forward_plan(
+        run = dwconv_native.kernel_forward_plan(
             tuple(x.shape), kernel, top, left, out_hw, channels_last=True
         )
         y = run(x, weight, bias)
@@ -171,7 +184,9 @@ def test_channels_last_kernels_match_shifted_conv2d(kernel, shift, dilation):
         grad.double(), shifted, weight.double(), None, [1, 1], [0, 0], list(dilation),
         False, [0, 0], 32, [False, True, False],
     )[1]  # fmt: skip
-    grad_w = dwconv_native.weight_grad(grad, x, kernel, top, left, dilation, channels_last=True)
+    grad_w = dwconv_native.kernel_weight_grad(
+        grad, x, kernel, top, left, dilation, channels_last=True
+    )
     torch.testing.assert_close(grad_w.double(), grad_w_ref, rtol=0, atol=1e-4)
 
 
@@ -187,8 +202,8 @@ def test_native_kernels_bitwise_deterministic_across_thread_counts():
             torch.set_num_threads(count)
             results.append(
                 (
-                    dwconv_native.forward(x, weight, None, 6, 6, (30, 37)),
-                    dwconv_native.weight_grad(grad, x, (13, 13), 6, 6),
+                    _kernel_forward(x, weight, None, 6, 6, (30, 37)),
+                    dwconv_native.kernel_weight_grad(grad, x, (13, 13), 6, 6),
                 )
             )
     finally:
@@ -201,22 +216,19 @@ def test_native_kernels_bitwise_deterministic_across_thread_counts():
 def test_auto_routes_float32_training_to_the_native_kernels(monkeypatch, channels_last):
     _fresh_plans(monkeypatch)
     calls = []
-    make_forward = dwconv_native.forward_plan
+    make_forward = dwconv_native.kernel_forward_plan
 
     def counting_forward_plan(*args, **kwargs):
         run = make_forward(*args, **kwargs)
-        layout = "cl" if kwargs.get("channels_last") else "nchw"
+        layout = "cl" if args[-1] else "nchw"
         return lambda *tensors: calls.append(f"forward_{layout}") or run(*tensors)
 
-    weight_grad = dwconv_native.weight_grad
-    monkeypatch.setattr(dwconv_native, "forward_plan", counting_forward_plan)
+    weight_grad = dwconv_native.kernel_weight_grad
+    monkeypatch.setattr(dwconv_native, "kernel_forward_plan", counting_forward_plan)
     monkeypatch.setattr(
         dwconv_native,
-        "weight_grad",
-        lambda *a, channels_last: (
-            calls.append(f"weight_grad_{'cl' if channels_last else 'nchw'}")
-            or weight_grad(*a, channels_last=channels_last)
-        ),
+        "kernel_weight_grad",
+        lambda *a: calls.append(f"weight_grad_{'cl' if a[-1] else 'nchw'}") or weight_grad(*a),
     )
     x = torch.randn(2, 16, 20, 20)
     if channels_last:
@@ -253,7 +265,8 @@ FALLBACK_CHECK = """
 import warnings
 import torch, torch.nn.functional as F
 warnings.simplefilter("always")
-from ops import dwconv_native, dwconv2d
+from ops import dwconv2d
+from ops.dwconv import native as dwconv_native
 x = torch.randn(2, 8, 12, 12, requires_grad=True)
 w = torch.randn(8, 1, 7, 7, requires_grad=True)
 y = dwconv2d(x, w)
@@ -270,12 +283,12 @@ def test_without_a_compiler_auto_falls_back_to_onednn_with_a_warning(tmp_path):
     result = _python(FALLBACK_CHECK, CC=str(tmp_path / "no-such-cc"), ZOO_CACHE_DIR=str(tmp_path))
     assert result.returncode == 0, result.stderr
     assert "available False" in result.stdout
-    assert "could not build the CPU depthwise kernels" in result.stderr
+    assert "could not build dwconv_cpu.c" in result.stderr
 
 
 AVX2_CHECK = """
 import torch, torch.nn.functional as F
-from ops import dwconv_native
+from ops.dwconv import native as dwconv_native
 assert dwconv_native.available()
 gen = torch.Generator().manual_seed(0)
 for kh, kw in [(13, 13), (1, 31), (31, 1), (3, 3), (17, 5)]:
@@ -283,8 +296,10 @@ for kh, kw in [(13, 13), (1, 31), (31, 1), (3, 3), (17, 5)]:
     w = torch.randn(5, 1, kh, kw, generator=gen)
     g = torch.randn(2, 5, 23, 37, generator=gen)
     p = (kh // 2, kw // 2)
-    y = dwconv_native.forward(x, w, None, p[0], p[1], (23, 37))
-    dw = dwconv_native.weight_grad(g, x, (kh, kw), p[0], p[1])
+    y = dwconv_native.kernel_forward_plan(tuple(x.shape), (kh, kw), p[0], p[1], (23, 37))(
+        x, w, None
+    )
+    dw = dwconv_native.kernel_weight_grad(g, x, (kh, kw), p[0], p[1])
     xr, wr = x.double(), w.double().requires_grad_()
     yr = F.conv2d(xr, wr, None, 1, p, 1, 5)
     yr.backward(g.double())
@@ -292,13 +307,13 @@ for kh, kw in [(13, 13), (1, 31), (31, 1), (3, 3), (17, 5)]:
     assert (dw.double() - wr.grad).abs().max() < 1e-3, (kh, kw)
     xc = torch.randn(2, 16, 23, 37, generator=gen).contiguous(memory_format=torch.channels_last)
     wc = torch.randn(16, 1, kh, kw, generator=gen)
-    run = dwconv_native.forward_plan(
+    run = dwconv_native.kernel_forward_plan(
         tuple(xc.shape), (kh, kw), p[0], p[1], (23, 37), channels_last=True
     )
     ref = F.conv2d(xc.double(), wc.double(), None, 1, p, 1, 16)
     assert (run(xc, wc, None).double() - ref).abs().max() < 1e-4, ("channels_last", kh, kw)
     gc = torch.randn(2, 16, 23, 37, generator=gen).contiguous(memory_format=torch.channels_last)
-    dwc = dwconv_native.weight_grad(gc, xc, (kh, kw), p[0], p[1], channels_last=True)
+    dwc = dwconv_native.kernel_weight_grad(gc, xc, (kh, kw), p[0], p[1], channels_last=True)
     wr = wc.double().requires_grad_()
     F.conv2d(xc.double(), wr, None, 1, p, 1, 16).backward(gc.double())
     assert (dwc.double() - wr.grad).abs().max() < 1e-3, ("channels_last dW", kh, kw)
@@ -312,7 +327,7 @@ print("ok")
 )
 def test_native_kernels_also_correct_when_built_for_avx2(tmp_path):
     # The kernels' 16-float vectors span two AVX2 registers there: a different code path.
-    result = _python(AVX2_CHECK, ZOO_DWCONV_MARCH="x86-64-v3", ZOO_CACHE_DIR=str(tmp_path))
+    result = _python(AVX2_CHECK, ZOO_MARCH="x86-64-v3", ZOO_CACHE_DIR=str(tmp_path))
     assert result.returncode == 0 and "ok" in result.stdout, result.stderr
 
 
@@ -325,7 +340,7 @@ def test_zoo_dwconv_native_0_disables_the_native_kernels_quietly(tmp_path):
 
 def test_onednn_formulations_match_conv2d_float32_when_native_is_off(monkeypatch):
     _fresh_plans(monkeypatch)
-    monkeypatch.setattr(dwconv_native, "available", lambda: False)
+    monkeypatch.setattr(dwconv_native.LIBRARY, "get", lambda: None)
     for case in CASES[:30]:
         padding, ref_padding, dilation = case["padding"], case["ref_padding"], case["dilation"]
         ours = _run(
@@ -343,11 +358,11 @@ def test_onednn_formulations_match_conv2d_float32_when_native_is_off(monkeypatch
 
 def test_live_taps_are_the_taps_that_read_the_map():
     # 31-tap kernel, "same" padding 15, on a 7-wide map: taps 9..21 reach it
-    assert dwconv_cpu.live_taps(7, 7, 31, 15, 1) == (9, 21)
+    assert _geometry.live_taps(7, 7, 31, 15, 1) == (9, 22)
     # every tap is live when the map is larger than the kernel
-    assert dwconv_cpu.live_taps(56, 56, 13, 6, 1) == (0, 12)
+    assert _geometry.live_taps(56, 56, 13, 6, 1) == (0, 13)
     # dilation 3, 3 taps, padding 3, 2-wide map: tap 0 reads -3..-2, tap 2 reads 3..4
-    assert dwconv_cpu.live_taps(2, 2, 3, 3, 3) == (1, 1)
+    assert _geometry.live_taps(2, 2, 3, 3, 3) == (1, 2)
 
 
 def test_routing_cache_keeps_validation_for_new_arguments():
@@ -369,13 +384,13 @@ def test_routing_cache_separates_grad_mode_backend_and_autocast():
         assert not dwconv2d(x, w).requires_grad
     y = dwconv2d(x, w)
     assert y.requires_grad and y.grad_fn is not None
-    before = set(dwconv._plans)
+    before = set(functional._plans)
     previous = ops.get_backend()
     try:
         ops.set_backend("fft")
         torch.testing.assert_close(dwconv2d(x, w), y)
     finally:
         ops.set_backend(previous)
-    assert len(set(dwconv._plans) - before) == 1
+    assert len(set(functional._plans) - before) == 1
     with torch.autocast("cpu", dtype=torch.bfloat16):
         assert dwconv2d(x, w).dtype == torch.bfloat16

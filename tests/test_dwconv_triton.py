@@ -1,4 +1,4 @@
-"""Triton depthwise kernels (ops/dwconv_triton.py) against F.conv2d.
+"""Triton depthwise kernels (ops/dwconv/triton.py) against F.conv2d.
 
 Without a GPU the kernels run in Triton's CPU interpreter (tests/conftest.py sets
 TRITON_INTERPRET=1), so shapes are tiny; the `gpu` group checks realistic shapes on a CUDA device.
@@ -19,7 +19,9 @@ import torch
 import torch.nn.functional as F
 
 import ops
-from ops import dwconv_triton
+from ops import _geometry
+from ops.dwconv import reference
+from ops.dwconv import triton as dwconv_triton
 
 pytestmark = pytest.mark.skipif(dwconv_triton.triton is None, reason="triton is not importable")
 
@@ -129,8 +131,8 @@ def test_triton_backend_runs_kernels_not_the_torch_fallback(monkeypatch):
     def refuse(*args, **kwargs):
         raise AssertionError("the triton backend called the torch reference")
 
-    monkeypatch.setattr(ops.dwconv.dwconv_reference, "forward", refuse)
-    monkeypatch.setattr(ops.dwconv.dwconv_reference, "backward", refuse)
+    for direction in ("forward", "backward_input", "backward_weight"):
+        monkeypatch.setattr(reference, direction, refuse)
     x, weight, b = _make(1, 2, 5, 5, (3, 3), False, True, torch.float64)
     x.requires_grad_(True)
     y = ops.dwconv2d(x, weight, b, backend="triton")
@@ -255,7 +257,7 @@ def test_tap_span_matches_brute_force_enumeration():
         if out < 1:
             continue
         touching = [t for t in range(k) if any(0 <= o - pad + t * dil < size for o in range(out))]
-        lo, hi = dwconv_triton._tap_span(out, size, pad, dil, k)
+        lo, hi = _geometry.live_taps(size, out, k, pad, dil)
         assert list(range(lo, hi)) == touching, (size, k, dil, pad)
 
 
@@ -376,7 +378,7 @@ _COMPILE_FOR_H100 = """
 import triton, triton.language as tl
 from triton.backends.compiler import GPUTarget
 from triton.compiler import ASTSource
-from ops import dwconv_triton as T
+from ops.dwconv import triton as T
 
 assert not T._INTERPRETED
 target = GPUTarget("cuda", 90, 32)

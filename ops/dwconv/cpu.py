@@ -1,5 +1,6 @@
-"""Depthwise convolution on CPU (the `auto` backend there): our compiled float32 kernels
-(dwconv_native) wherever they apply and win, else oneDNN's fast direct kernels.
+"""Depthwise convolution on oneDNN's fast CPU kernels: every direction phrased as a forward
+convolution that lands on one of them (any dtype; the float32 work mostly goes to our own
+kernels in native.py, by the dispatcher's choice).
 
 PyTorch's CPU convolution is oneDNN, and for depthwise layers oneDNN has two fast kernels and
 one slow fallback (read from ONEDNN_VERBOSE with the torch 2.14.1 wheel, which pins oneDNN):
@@ -11,18 +12,16 @@ one slow fallback (read from ONEDNN_VERBOSE with the torch 2.14.1 wheel, which p
   2-3x slower than 15 wide (13x13 at 2x64x56x56: 2.2 ms, 13x15: 0.8 ms).
 - The weight-gradient has no fast kernel past 3x3 in NCHW nor past 13 wide in channels_last.
 
-So every direction here is phrased as a *forward* convolution that lands on a fast kernel:
-
-- forward: crop the taps that only ever read padding; then our kernels for float32 (NCHW;
-  channels_last with C a multiple of 16, a kernel >= 3 wide and no dilation), else jit_dw
-  (NCHW, explicit padding where it exceeds 6) or brdgmm_dw (channels_last, 11/13-wide kernels
+So:
+- forward: crop the taps that only ever read padding; then jit_dw (NCHW, explicit padding
+  where it exceeds 6) or brdgmm_dw (channels_last and wide NCHW kernels; 11/13-wide kernels
   widened to 15 by zero taps).
 - input-gradient: the forward of grad_out with the kernel rotated by 180 degrees.
 - weight-gradient: dW[c, i, j] = sum_n sum_(y, x) X[n, c, y + i - p, x + j - p] dY[n, c, y, x]
   is a forward depthwise convolution of X seen as (1, N*C, H, W) with dY as its (N*C) kernels,
   whose (kh, kw) output is then summed over the batch. On 2x64x56x56 fp32 with 2 threads it
   costs 1.2-1.5 ms at 13x13 against 8.4 ms for oneDNN's own weight-gradient in channels_last
-  and 2.9 ms by FFT (our float32 kernel: 0.6 ms, used whenever it applies).
+  and 2.9 ms by FFT.
 
 Stride is 1 everywhere in this file (the dispatcher sends strided convs to F.conv2d).
 """
@@ -35,8 +34,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from . import dwconv_native
-from .layout import is_channels_last
+from .._geometry import embed_live_taps, live_window, output_hw, rotated_padding
+from .._layout import is_channels_last
 
 # jit_dw accepts at most this much padding, and less than the dilated kernel's extent.
 JIT_DW_MAX_PADDING = 6
@@ -44,29 +43,6 @@ JIT_DW_MAX_PADDING = 6
 GEMM_KERNEL_WIDTH = 15
 # brdgmm_dw kernel widths that run faster once zero taps widen them to 15.
 BRDGMM_WIDEN_TO_15 = (11, 13)
-
-
-def live_taps(size: int, out: int, k: int, pad: int, dil: int) -> tuple[int, int]:
-    """First and last kernel tap (along one axis) that reads at least one real input element.
-
-    Output position y reads input y - pad + dil * i; taps outside [lo, hi] read only padding for
-    every y in [0, out), so they contribute nothing and their weight-gradient is zero.
-    """
-    lo = max(0, -(-(pad - out + 1) // dil))
-    hi = min(k - 1, (size - 1 + pad) // dil)
-    return (lo, hi) if lo <= hi else (0, k - 1)
-
-
-def live_window(kernel_hw, in_hw, out_hw, padding, dilation):
-    """The (rows, cols) slices of the live taps, and the (top, bottom, left, right) padding the
-    cropped kernel needs to give the same output (asymmetric in general, negative crops)."""
-    pads, slices = [], []
-    for axis in (0, 1):
-        pad, dil, size, out = padding[axis], dilation[axis], in_hw[axis], out_hw[axis]
-        lo, hi = live_taps(size, out, kernel_hw[axis], pad, dil)
-        pads += [pad - dil * lo, (out - 1) - pad + dil * hi - (size - 1)]
-        slices.append(slice(lo, hi + 1))
-    return tuple(slices), tuple(pads)
 
 
 def _conv_plan(channels_last: bool, kernel_hw, pads, dilation, groups: int) -> Callable:
@@ -83,26 +59,16 @@ def _conv_plan(channels_last: bool, kernel_hw, pads, dilation, groups: int) -> C
 
 
 def forward_plan(x: Tensor, weight: Tensor, padding, dilation) -> Callable:
-    """`forward` decided once for tensors shaped and laid out like x and weight: a function of
-    (x, weight, bias). Depthwise conv, stride 1, symmetric `padding`; keeps x's memory format."""
+    """The forward for tensors shaped and laid out like x and weight, as a function of
+    (x, weight, bias); keeps x's memory format."""
     in_hw = tuple(x.shape[2:])
-    out_hw = tuple(
-        in_hw[a] + 2 * padding[a] - dilation[a] * (weight.shape[2 + a] - 1) for a in (0, 1)
-    )
     full_hw = tuple(weight.shape[2:])
+    out_hw = output_hw(in_hw, full_hw, padding, dilation)
     live, pads = live_window(full_hw, in_hw, out_hw, padding, dilation)
     kernel_hw = tuple(s.stop - s.start for s in live)
     nchw = not is_channels_last(x)
-    if nchw and dwconv_native.supports(x):
-        run = dwconv_native.forward_plan(
-            tuple(x.shape), kernel_hw, pads[0], pads[2], out_hw, tuple(dilation)
-        )
-    elif nchw and dilation[1] * (kernel_hw[1] - 1) + 1 < GEMM_KERNEL_WIDTH:
+    if nchw and dilation[1] * (kernel_hw[1] - 1) + 1 < GEMM_KERNEL_WIDTH:
         run = _conv_plan(False, kernel_hw, pads, dilation, x.shape[1])
-    elif not nchw and dwconv_native.supports_channels_last(x, kernel_hw[1], dilation):
-        run = dwconv_native.forward_plan(
-            tuple(x.shape), kernel_hw, pads[0], pads[2], out_hw, channels_last=True
-        )
     else:  # channels_last, or a wide kernel: brdgmm_dw beats jit_dw on an explicitly padded map
         widen = (kernel_hw[1] in BRDGMM_WIDEN_TO_15 and dilation[1] == 1) * (15 - kernel_hw[1]) // 2
         top, bottom, left, right = pads
@@ -123,22 +89,13 @@ def forward_plan(x: Tensor, weight: Tensor, padding, dilation) -> Callable:
     return lambda x, w, b: run(x, w[:, :, rows, cols], b)
 
 
-# forward()'s plans, for the autograd path (dwconv2d caches its own no-grad plans).
 PLAN_CACHE_SIZE = 1024
 _forward_plans: dict[tuple, Callable] = {}
 
 
 def forward(x: Tensor, weight: Tensor, bias: Tensor | None, padding, dilation) -> Tensor:
     """Depthwise conv, stride 1, symmetric `padding`; the output keeps x's memory format."""
-    key = (
-        x.shape,
-        is_channels_last(x),
-        x.dtype,
-        x.device.type,
-        weight.shape,
-        tuple(padding),
-        tuple(dilation),
-    )
+    key = (x.shape, is_channels_last(x), x.dtype, weight.shape, tuple(padding), tuple(dilation))
     run = _forward_plans.get(key)
     if run is None:
         if len(_forward_plans) >= PLAN_CACHE_SIZE:
@@ -147,32 +104,18 @@ def forward(x: Tensor, weight: Tensor, bias: Tensor | None, padding, dilation) -
     return run(x, weight, bias)
 
 
-def input_grad(grad_out: Tensor, weight: Tensor, padding, dilation) -> Tensor:
-    """dX: the forward of grad_out with the kernel rotated by 180 degrees.
-
-    Its padding is the kernel's reach minus the forward padding; negative (a forward padding
-    wider than the kernel) crops grad_out instead."""
-    reach = [dilation[a] * (weight.shape[2 + a] - 1) - padding[a] for a in (0, 1)]
+def backward_input(grad_out: Tensor, weight: Tensor, input_hw, padding, dilation) -> Tensor:
+    """dX: the forward of grad_out with the kernel rotated by 180 degrees."""
+    reach = rotated_padding(weight.shape[2:], padding, dilation)
     return forward(grad_out, weight.flip(2, 3), None, reach, dilation)
 
 
-def weight_grad(grad_out: Tensor, x: Tensor, kernel_hw, padding, dilation) -> Tensor:
+def backward_weight(grad_out: Tensor, x: Tensor, kernel_hw, padding, dilation) -> Tensor:
     """dW (C, 1, kh, kw): X as (1, N*C, H, W) convolved with dY as N*C kernels, summed over N."""
     n, c, h, w = x.shape
     ho, wo = grad_out.shape[2:]
     live, (top, bottom, left, right) = live_window(kernel_hw, (h, w), (ho, wo), padding, dilation)
     kh, kw = (s.stop - s.start for s in live)
-    if dwconv_native.supports(x):
-        grad = dwconv_native.weight_grad(
-            grad_out,
-            x,
-            (kh, kw),
-            top,
-            left,
-            tuple(dilation),
-            channels_last=dwconv_native.supports_channels_last_weight_grad(x, kh),
-        )
-        return _place_live_taps(grad, kernel_hw, live)
     planes = x.contiguous().view(1, n * c, h, w)
     kernels = grad_out.contiguous().view(n * c, 1, ho, wo)
     # The "dilation" of this conv is 1 over dY's taps; the weight's dilation becomes its stride.
@@ -185,13 +128,4 @@ def weight_grad(grad_out: Tensor, x: Tensor, kernel_hw, padding, dilation) -> Te
         per_sample = F.conv2d(padded, kernels, None, tuple(dilation), 0, 1, n * c)
     accumulate = torch.float64 if x.dtype == torch.float64 else torch.float32
     grad = per_sample.view(n, c, kh, kw).sum(0, dtype=accumulate).to(x.dtype).unsqueeze(1)
-    return _place_live_taps(grad, kernel_hw, live)
-
-
-def _place_live_taps(grad: Tensor, kernel_hw, live) -> Tensor:
-    """The gradient of the live taps inside the full kernel's (zero elsewhere)."""
-    if tuple(grad.shape[2:]) == tuple(kernel_hw):
-        return grad
-    full = grad.new_zeros(grad.shape[0], 1, *kernel_hw)
-    full[:, :, live[0], live[1]] = grad
-    return full
+    return embed_live_taps(grad, kernel_hw, live)

@@ -1,5 +1,5 @@
 /* Direct depthwise convolution kernels for CPU: float32, stride 1, any kernel and dilation.
-   Loaded by ops/dwconv_native.py, which compiles this file on first use.
+   Loaded by ops/dwconv/native.py, which compiles this file on first use.
 
    GCC vector extensions (16 floats: one AVX-512 register, or two AVX2 registers) keep one
    source for whatever -march=native offers. Each plane is first copied into a zero-bordered
@@ -72,6 +72,20 @@ static inline float hsum(vec v) {
     for (int i = 0; i < VEC; ++i) s += v[i];
     return s;
 }
+
+/* One call's geometry, filled field by field by ops/dwconv/native.py (its ctypes mirror,
+   `Geometry`, checks sizeof against dwconv_geometry_size()): named fields, because a positional
+   list of ints that drifts between Python and C corrupts memory without a word. */
+typedef struct {
+    int batch, channels, height, width; /* input (N, C, H, W) */
+    int kernel_h, kernel_w;
+    int top, left; /* output (0, 0) reads input (-top, -left); negative values crop */
+    int dilation_h, dilation_w;
+    int out_h, out_w;
+    int threads;
+} dwconv_geometry;
+
+int dwconv_geometry_size(void) { return (int)sizeof(dwconv_geometry); }
 
 static int round_up(int n, int m) { return (n + m - 1) / m * m; }
 
@@ -256,9 +270,12 @@ static int band(int kh, int i0) { return kh - i0 < MAX_KH ? kh - i0 : MAX_KH; }
    c = p % C. x: planes (P, h, wd); y: (P, ho, wo). top/left may be negative (crop). With row
    dilation dh the output rows split into dh classes (y mod dh) that never share input rows;
    each class is a dilation-1 problem over every dh-th scratch row. */
-int dwconv_forward_f32(const float *x, const float *w, const float *bias, float *y, int planes,
-                       int channels, int h, int wd, int kh, int kw, int top, int left, int dh,
-                       int dw, int ho, int wo, int threads) {
+int dwconv_forward_f32(const float *x, const float *w, const float *bias, float *y,
+                       const dwconv_geometry *g) {
+    const int planes = g->batch * g->channels, channels = g->channels, h = g->height,
+              wd = g->width, kh = g->kernel_h, kw = g->kernel_w, top = g->top, left = g->left,
+              dh = g->dilation_h, dw = g->dilation_w, ho = g->out_h, wo = g->out_w,
+              threads = g->threads;
     if (kh < 1 || kw < 1 || dh < 1 || dw < 1) return -1;
     const int wvec = round_up(wo, VEC);
     const int per_class = (ho + dh - 1) / dh;
@@ -303,9 +320,12 @@ int dwconv_forward_f32(const float *x, const float *w, const float *bias, float 
 
 /* dw[c, 0, i, j] = sum_n sum_(y,x) x[n, c, y - top + i*dh, x - left + j*dw] * g[n, c, y, x].
    Each thread owns whole channels (loop over the batch inside): deterministic, no atomics. */
-int dwconv_weight_grad_f32(const float *x, const float *g, float *dw_out, int batch,
-                           int channels, int h, int wd, int kh, int kw, int top, int left,
-                           int dh, int dw, int ho, int wo, int threads) {
+int dwconv_weight_grad_f32(const float *x, const float *g, float *dw_out,
+                           const dwconv_geometry *geo) {
+    const int batch = geo->batch, channels = geo->channels, h = geo->height, wd = geo->width,
+              kh = geo->kernel_h, kw = geo->kernel_w, top = geo->top, left = geo->left,
+              dh = geo->dilation_h, dw = geo->dilation_w, ho = geo->out_h, wo = geo->out_w,
+              threads = geo->threads;
     if (kh < 1 || kw < 1 || dh < 1 || dw < 1) return -1;
     const int wvec = round_up(wo, VEC);
     const int srows = ho + (kh - 1) * dh;
@@ -386,9 +406,12 @@ NHWC_ROW(1)
 NHWC_ROW(8)
 
 int dwconv_forward_nhwc_f32(const float *x, const float *w, const float *bias, float *y,
-                            int batch, int channels, int h, int wd, int kh, int kw, int top,
-                            int left, int ho, int wo, int threads) {
-    if (channels % VEC || kh < 1 || kw < 1) return -1;
+                            const dwconv_geometry *g) {
+    const int batch = g->batch, channels = g->channels, h = g->height, wd = g->width,
+              kh = g->kernel_h, kw = g->kernel_w, top = g->top, left = g->left, ho = g->out_h,
+              wo = g->out_w, threads = g->threads;
+    if (channels % VEC || kh < 1 || kw < 1 || g->dilation_h != 1 || g->dilation_w != 1)
+        return -1;
     const int jb = kw >= 5 ? 8 : 1;
     const int kwp = round_up(kw, jb);
     /* weights as (kh, kwp, C), zero past kw: one aligned vector per tap and channel block */
@@ -416,9 +439,12 @@ int dwconv_forward_nhwc_f32(const float *x, const float *w, const float *bias, f
    multiple of 16; any dilation. One task per (16 channels, kernel row): each writes its own
    dW entries, so the result is deterministic without atomics. Per output pixel, its dY vector
    is loaded once and meets JB kernel columns; input pixels outside the map count as zero. */
-int dwconv_weight_grad_nhwc_f32(const float *x, const float *g, float *dw_out, int batch,
-                                int channels, int h, int wd, int kh, int kw, int top, int left,
-                                int dh, int dw, int ho, int wo, int threads) {
+int dwconv_weight_grad_nhwc_f32(const float *x, const float *g, float *dw_out,
+                                const dwconv_geometry *geo) {
+    const int batch = geo->batch, channels = geo->channels, h = geo->height, wd = geo->width,
+              kh = geo->kernel_h, kw = geo->kernel_w, top = geo->top, left = geo->left,
+              dh = geo->dilation_h, dw = geo->dilation_w, ho = geo->out_h, wo = geo->out_w,
+              threads = geo->threads;
     if (channels % VEC || kh < 1 || kw < 1 || dh < 1 || dw < 1) return -1;
     const int blocks = channels / VEC;
 #pragma omp parallel for num_threads(threads) schedule(static)

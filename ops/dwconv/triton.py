@@ -46,7 +46,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from .layout import is_channels_last
+from .._geometry import live_taps, output_hw, rotated_padding
+from .._layout import is_channels_last
 
 try:
     import triton
@@ -370,13 +371,6 @@ def _pow2(n: int) -> int:
     return triton.next_power_of_2(max(int(n), 1))
 
 
-def _tap_span(out_size: int, size: int, pad: int, dil: int, k: int) -> tuple[int, int]:
-    """Taps [lo, hi) that reach the map from at least one of the out_size outputs."""
-    lo = -(-max(pad - (out_size - 1), 0) // dil)
-    hi = min((max(size - 1 + pad, -1) + dil) // dil, k)
-    return lo, max(hi, lo)
-
-
 def _interpreter_tiles(out_hw, channels, taps_hw) -> _Tiles:
     """Whole small map and all channels in one program; as many taps per op as the budget allows."""
     ho, wo = out_hw
@@ -543,8 +537,8 @@ def _direct(
     if y.numel() == 0:
         return y
     taps_hw = (
-        _tap_span(ho, h, padding[0], dilation[0], kh),
-        _tap_span(wo, w, padding[1], dilation[1], kw),
+        live_taps(h, ho, kh, padding[0], dilation[0]),
+        live_taps(w, wo, kw, padding[1], dilation[1]),
     )
     wk = _kernel_view(weight, channels_last)
     blocks = _toeplitz_choice(x, out_hw, kw, dilation[1])
@@ -580,10 +574,7 @@ def forward(
     padding: tuple[int, int],
     dilation: tuple[int, int],
 ) -> Tensor:
-    kh, kw = weight.shape[2], weight.shape[3]
-    out_hw = tuple(
-        x.shape[2 + a] + 2 * padding[a] - dilation[a] * ((kh, kw)[a] - 1) for a in (0, 1)
-    )
+    out_hw = output_hw(x.shape[2:], weight.shape[2:], padding, dilation)
     return _direct(x, weight, bias, padding, dilation, out_hw)
 
 
@@ -599,8 +590,7 @@ def backward_input(
     Input pixel ih receives grad_out[ih + ph - i dh] * w[i]; with i' = kh - 1 - i that is a
     correlation with padding dh (kh - 1) - ph, which is negative when ph > dh (kh - 1).
     """
-    kh, kw = weight.shape[2], weight.shape[3]
-    flipped_padding = (dilation[0] * (kh - 1) - padding[0], dilation[1] * (kw - 1) - padding[1])
+    flipped_padding = rotated_padding(weight.shape[2:], padding, dilation)
     hw = (int(input_hw[0]), int(input_hw[1]))
     return _direct(grad_out, weight.flip((2, 3)), None, flipped_padding, dilation, hw)
 
@@ -618,8 +608,8 @@ def backward_weight(
     kh, kw = kernel_hw
     acc_dtype = torch.float64 if x.dtype == torch.float64 else torch.float32
     (kh_lo, kh_hi), (kw_lo, kw_hi) = (
-        _tap_span(ho, h, padding[0], dilation[0], kh),
-        _tap_span(wo, w, padding[1], dilation[1], kw),
+        live_taps(h, ho, kh, padding[0], dilation[0]),
+        live_taps(w, wo, kw, padding[1], dilation[1]),
     )
     if n * c * ho * wo == 0 or kh_hi == kh_lo or kw_hi == kw_lo:
         return torch.zeros((c, 1, kh, kw), dtype=acc_dtype, device=x.device)

@@ -2,7 +2,8 @@
 
 oneDNN computes the depthwise weight-gradient by im2col + GEMM once the kernel is 15 or more
 wide (and the NCHW forward too), which is 5-25x slower than these FFT formulations
-(specs/dwconv_kernels.md section 4). All three directions are exact cross-correlations with
+(measured with tools/benchmark_ops.py); the dispatcher uses the FFT weight-gradient where our own
+kernels do not apply. All three directions are exact cross-correlations with
 stride 1; circular wrap-around is avoided by transform sizes >= the padded map.
 
 Notation: x (N, C, H, W), weight (C, 1, kh, kw), padding (ph, pw), dilation (dh, dw),
@@ -69,8 +70,10 @@ def forward(
     hp, wp = xp.shape[-2:]
     ho, wo = hp - k.shape[-2] + 1, wp - k.shape[-1] + 1
     s = (fast_fft_size(hp), fast_fft_size(wp))
-    # correlation = product with the conjugate spectrum of the kernel
-    spec = torch.fft.rfft2(xp, s=s) * torch.fft.rfft2(k, s=s).conj()
+    # correlation = product with the conjugate spectrum of the kernel. conj_physical, not the
+    # lazy conj() view: under torch.compile's AOT dispatch the view's conjugate bit was lost and
+    # the op returned the convolution instead of the correlation (max error ~50 at 13x13).
+    spec = torch.fft.rfft2(xp, s=s) * torch.fft.rfft2(k, s=s).conj_physical()
     y = torch.fft.irfft2(spec, s=s)[..., :ho, :wo]
     if bias is not None:
         y = y + _compute(bias).view(1, -1, 1, 1)
@@ -110,7 +113,9 @@ def backward_weight(
     xp = _pad_map(_compute(x), padding)
     hp, wp = xp.shape[-2:]
     s = (fast_fft_size(hp), fast_fft_size(wp))
-    spec = (torch.fft.rfft2(xp, s=s) * torch.fft.rfft2(_compute(grad_out), s=s).conj()).sum(0)
+    spec = (
+        torch.fft.rfft2(xp, s=s) * torch.fft.rfft2(_compute(grad_out), s=s).conj_physical()
+    ).sum(0)
     corr = torch.fft.irfft2(spec, s=s)  # (C, s_h, s_w): correlation at every non-negative lag
     kh, kw = kernel_hw
     dh, dw = dilation
