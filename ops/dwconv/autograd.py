@@ -53,13 +53,12 @@ def dwconv2d_backward_op(
 
 @dwconv2d_backward_op.register_fake
 def _(grad_out, x, weight, padding, dilation, backend, output_mask):
-    empty = x.new_empty(0)
     grad_x = x.new_empty(x.shape).contiguous(memory_format=memory_format(x))
     grad_w = weight.new_empty(weight.shape)
     grad_b = x.new_empty((x.shape[1],))
-    return tuple(
-        g if need else empty for g, need in zip((grad_x, grad_w, grad_b), output_mask, strict=True)
-    )
+    # like the real op: a separate empty tensor per gradient not asked for (no aliasing)
+    grads = (grad_x, grad_w, grad_b)
+    return tuple(g if need else x.new_empty(0) for g, need in zip(grads, output_mask, strict=True))
 
 
 def traced(x: Tensor) -> bool:
