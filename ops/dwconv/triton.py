@@ -434,9 +434,9 @@ def _weight_grad_tiles(out_hw, channels, taps_hw, channels_last: bool) -> _Tiles
     return _Tiles(tile_h, tile_w, block_c, 1, tap_w, _warps(elements // 4, 4))
 
 
-# The tensor-core row-Toeplitz form (specs/dwconv_kernels.md 2.4b) is chosen for NCHW fp16/bf16
-# on a GPU with wide kernels: there the direct kernel does one L1 load per FMA. The thresholds are
-# the spec's design note, not measured (no GPU was available).
+# The tensor-core row-Toeplitz form is chosen for NCHW fp16/bf16 on a GPU with wide kernels:
+# there the direct kernel does one L1 load per FMA. The thresholds are a design estimate, not
+# measured (no GPU was available).
 _TOEPLITZ_DTYPES = (torch.float16, torch.bfloat16)
 _TOEPLITZ_MIN_WIDTH = 13
 _TOEPLITZ_MAX_K = 256
