@@ -99,11 +99,12 @@ dwconv2d_op.register_autograd(backward, setup_context=setup_context)
 
 class DwConv2dFunction(torch.autograd.Function):
     """The eager autograd: the custom op's own setup_context and backward around the same
-    forward, without the custom op's per-call dispatch."""
+    forward, without the custom op's per-call dispatch. (The ctx-in-forward style: with a
+    separate setup_context, Function.apply cost ~24 us more per call, measured.)"""
 
     @staticmethod
-    def forward(x, weight, bias, padding, dilation, backend):
+    def forward(ctx, x, weight, bias, padding, dilation, backend):
+        setup_context(ctx, (x, weight, bias, padding, dilation, backend), None)
         return dispatch.forward(x, weight, bias, padding, dilation, backend)
 
-    setup_context = staticmethod(setup_context)
     backward = staticmethod(backward)
