@@ -394,3 +394,18 @@ def test_routing_cache_separates_grad_mode_backend_and_autocast():
     assert len(set(functional._plans) - before) == 1
     with torch.autocast("cpu", dtype=torch.bfloat16):
         assert dwconv2d(x, w).dtype == torch.bfloat16
+
+
+def test_c_geometry_struct_and_its_ctypes_mirror_have_the_same_fields():
+    """The C kernels take one named struct; its Python mirror must list the same fields in the
+    same order (a drift would make the C side read the wrong numbers)."""
+    import ctypes
+    import re
+
+    source = dwconv_native.SOURCE.read_text()
+    body = re.search(r"typedef struct \{(.*?)\} dwconv_geometry;", source, re.S).group(1)
+    body = re.sub(r"/\*.*?\*/", "", body, flags=re.S)
+    c_fields = [name for decl in body.split(";") for name in re.findall(r"\w+", decl)[1:]]
+    assert c_fields == [name for name, _ in dwconv_native.Geometry._fields_]
+    library = dwconv_native.LIBRARY.require()
+    assert library.dwconv_geometry_size() == ctypes.sizeof(dwconv_native.Geometry)
