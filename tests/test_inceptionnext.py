@@ -300,7 +300,7 @@ def test_device_dtype_kwargs_and_unknown_kwarg():
     "shape, match",
     [
         ((3, 64, 64), r"\(N, 3, H, W\)"),
-        ((1, 4, 64, 64), r"\[1, 4, 64, 64\]"),
+        ((1, 4, 64, 64), r"inceptionnext_atto expects 3 input channels \(in_chans=3\), got 4"),
         ((1, 3, 16, 64), "32"),
     ],
 )

@@ -208,10 +208,18 @@ def test_reparameterize_is_idempotent() -> None:
     assert all(torch.equal(state[k], v) for k, v in model.state_dict().items())
 
 
-def test_block_reparameterize_refuses_unmerged_branches() -> None:
-    block = timm.create_model("unireplknet_a").stages[1].blocks[0]
-    with pytest.raises(RuntimeError, match="zoo.reparameterize"):
+def test_block_reparameterize_merges_its_own_branches_first() -> None:
+    # timm's reparameterize_model converts parents before children: the block cannot rely on
+    # its DilatedReparamBlock being merged already
+    block = randomize_(timm.create_model("unireplknet_a")).stages[1].blocks[0].eval()
+    x = torch.randn(2, 80, 9, 9)
+    with torch.no_grad():
+        before = block(x)
         block.reparameterize()
+        after = block(x)
+    assert len(block.dwconv.branches) == 0 and isinstance(block.norm, nn.Identity)
+    assert block.dwconv.lk_origin.bias is not None and block.gamma is None
+    torch.testing.assert_close(after, before, rtol=0, atol=1e-4)
 
 
 # --------------------------------------------------------------------------------------------

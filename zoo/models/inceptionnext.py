@@ -36,14 +36,14 @@ from timm.layers import (
     register_notrace_function,
     trunc_normal_,
 )
-from timm.models._builder import build_model_with_cfg
-from timm.models._features import feature_take_indices
-from timm.models._manipulate import checkpoint_seq
-from timm.models._registry import generate_default_cfgs, register_model
+from timm.models import checkpoint_seq, generate_default_cfgs, register_model
+from timm.models._features import feature_take_indices  # not exported by timm.models
 
 from ops import DepthwiseConv2d
 
-from ..layers import fuse_bn  # (importing zoo.layers makes DepthwiseConv2d an fx leaf)
+from ..checkpoint import build_model, check_state_dict_fits
+from ..errors import first_few
+from ..layers import check_in_chans, fuse_bn  # (zoo.layers makes DepthwiseConv2d an fx leaf)
 
 __all__ = ["InceptionNeXt"]
 
@@ -61,8 +61,8 @@ class InceptionDWConv2d(nn.Module):
         square_kernel_size: int = 3,
         band_kernel_size: int = 11,
         branch_ratio: float = 0.125,
-        device=None,
-        dtype=None,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
     ) -> None:
         super().__init__()
         dd = {"device": device, "dtype": dtype}
@@ -103,6 +103,32 @@ def _fold_bn_into_next_conv(bn: nn.BatchNorm2d, conv: nn.Conv2d) -> None:
     conv.bias = nn.Parameter(bias)
 
 
+class ConvBnStem(nn.Sequential):
+    """4x4/s4 conv + BN (keys stem.0, stem.1); the deploy form folds the BN into the conv."""
+
+    def __init__(
+        self,
+        in_chans: int,
+        out_chs: int,
+        deploy: bool = False,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
+    ) -> None:
+        dd = {"device": device, "dtype": dtype}
+        super().__init__(
+            nn.Conv2d(in_chans, out_chs, kernel_size=4, stride=4, **dd),
+            nn.Identity() if deploy else nn.BatchNorm2d(out_chs, **dd),
+        )
+
+    @torch.no_grad()
+    def reparameterize(self) -> None:
+        if isinstance(self[1], nn.BatchNorm2d):
+            weight, bias = fuse_bn(self[0].weight, self[0].bias, self[1])
+            self[0].weight.copy_(weight)
+            self[0].bias.copy_(bias)
+            self[1] = nn.Identity()
+
+
 class MetaNeXtBlock(nn.Module):
     """x + drop_path(gamma * MLP(BN(token_mixer(x)))): one residual, no norm before the mixer.
 
@@ -120,8 +146,8 @@ class MetaNeXtBlock(nn.Module):
         ls_init_value: float | None = 1e-6,
         drop_path: float = 0.0,
         deploy: bool = False,
-        device=None,
-        dtype=None,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
     ) -> None:
         super().__init__()
         dd = {"device": device, "dtype": dtype}
@@ -217,8 +243,8 @@ class MlpClassifierHead(nn.Module):
         pool_type: str = "avg",
         mlp_ratio: float = 3.0,
         drop: float = 0.0,
-        device=None,
-        dtype=None,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
     ) -> None:
         super().__init__()
         dd = {"device": device, "dtype": dtype}
@@ -275,15 +301,8 @@ def _make_pool(pool_type: str) -> tuple[SelectAdaptivePool2d, bool]:
 
 
 @register_notrace_function  # Python control flow on shapes: one opaque call for fx tracing
-def check_input(x: torch.Tensor, in_chans: int) -> torch.Tensor:
-    """Return x if it is an (N, in_chans, H >= 32, W >= 32) batch, else raise ValueError."""
-    if x.dim() != 4 or x.shape[1] != in_chans:
-        raise ValueError(
-            "InceptionNeXt expects input of shape (N, "
-            + str(in_chans)
-            + ", H, W), got "
-            + str(list(x.shape))
-        )
+def check_input_size(x: torch.Tensor) -> torch.Tensor:
+    """Return x if H, W >= 32, else raise ValueError (TorchScript-friendly string building)."""
     if x.shape[2] < 32 or x.shape[3] < 32:
         raise ValueError(
             "InceptionNeXt downsamples by 32; expected H, W >= 32, got " + str(list(x.shape[2:]))
@@ -311,8 +330,8 @@ class InceptionNeXt(nn.Module):
         ls_init_value: float | None = 1e-6,
         channels_last: bool = True,
         deploy: bool = False,
-        device=None,
-        dtype=None,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
     ) -> None:
         super().__init__()
         dd = {"device": device, "dtype": dtype}
@@ -330,10 +349,7 @@ class InceptionNeXt(nn.Module):
         self.drop_rate = drop_rate
         self.channels_last = channels_last
 
-        self.stem = nn.Sequential(
-            nn.Conv2d(in_chans, dims[0], kernel_size=4, stride=4, **dd),
-            nn.Identity() if deploy else nn.BatchNorm2d(dims[0], **dd),
-        )
+        self.stem = ConvBnStem(in_chans, dims[0], deploy=deploy, **dd)
         # per-block linear schedule 0 -> drop_path_rate, split by stage (as the official code)
         dp_rates = calculate_drop_path_rates(drop_path_rate, list(depths), stagewise=True)
         self.stages = nn.Sequential()
@@ -366,18 +382,6 @@ class InceptionNeXt(nn.Module):
         )
         self.head_hidden_size = self.head.num_features
         self.apply(self._init_weights)
-
-    @torch.no_grad()
-    def reparameterize(self) -> None:
-        """Deploy form: every BN folded into a conv and gamma into mlp.fc2 (eval outputs equal).
-
-        Call through `zoo.reparameterize(model)`, which converts the stages and blocks first.
-        """
-        if isinstance(self.stem[1], nn.BatchNorm2d):
-            weight, bias = fuse_bn(self.stem[0].weight, self.stem[0].bias, self.stem[1])
-            self.stem[0].weight.copy_(weight)
-            self.stem[0].bias.copy_(bias)
-            self.stem[1] = nn.Identity()
 
     def _init_weights(self, m: nn.Module) -> None:
         if isinstance(m, (nn.Conv2d, nn.Linear)):
@@ -418,7 +422,9 @@ class InceptionNeXt(nn.Module):
         self.head_hidden_size = self.head.num_features
 
     def _stem(self, x: torch.Tensor) -> torch.Tensor:
-        x = check_input(x, self.in_chans)
+        if not torch.jit.is_scripting():
+            check_in_chans(self, x)
+        x = check_input_size(x)
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         return self.stem(x)
@@ -482,7 +488,8 @@ def checkpoint_filter_fn(state_dict: dict, model: InceptionNeXt) -> dict[str, to
 
     The key layouts are identical; this unwraps `model` / `state_dict` containers and a DDP
     `module.` prefix, and fills a missing `head.*` (backbone-only checkpoints) from the model's
-    own initialisation with a warning. Any other mismatch raises, naming the first keys.
+    own initialisation with a warning. Any other mismatch raises CheckpointError, naming the
+    first keys.
     """
     for wrapper in ("model", "state_dict"):
         if wrapper in state_dict and isinstance(state_dict[wrapper], dict):
@@ -492,29 +499,35 @@ def checkpoint_filter_fn(state_dict: dict, model: InceptionNeXt) -> dict[str, to
     missing = [k for k in expected if k not in state_dict]
     if missing and all(k.startswith("head.") for k in missing):
         warnings.warn(
-            f"checkpoint has no {missing[:3]}...; keeping the model's initial head weights",
+            f"checkpoint has no {first_few(missing, 3)}; keeping the model's initial head weights",
             stacklevel=2,
         )
         state_dict = {**state_dict, **{k: expected[k] for k in missing}}
-        missing = []
-    # timm's loader drops the classifier itself when num_classes differs
-    unexpected = [k for k in state_dict if k not in expected and not k.startswith("head.")]
-    if missing or unexpected:
-        raise ValueError(
-            f"checkpoint does not match {type(model).__name__}: missing keys {missing[:5]} "
-            f"({len(missing)} total), unexpected keys {unexpected[:5]} ({len(unexpected)} total)"
-        )
+    check_state_dict_fits(state_dict, model)
     return state_dict
 
 
+# Variant -> constructor arguments (the official model sizes).
+_BASE = dict(depths=(3, 3, 27, 3), dims=(128, 256, 512, 1024))
+VARIANT_ARGS: dict[str, dict] = {
+    "inceptionnext_atto": dict(
+        depths=(2, 2, 6, 2), dims=(40, 80, 160, 320), band_kernel_size=9, branch_ratio=0.25
+    ),
+    "inceptionnext_tiny": dict(depths=(3, 3, 9, 3), dims=(96, 192, 384, 768)),
+    "inceptionnext_small": dict(depths=(3, 3, 27, 3), dims=(96, 192, 384, 768)),
+    "inceptionnext_base": _BASE,
+    "inceptionnext_base_384": _BASE,  # the same network fine-tuned at 384x384
+}
+
+
 def _create_inceptionnext(variant: str, pretrained: bool = False, **kwargs) -> InceptionNeXt:
-    return build_model_with_cfg(
+    return build_model(
         InceptionNeXt,
         variant,
         pretrained,
         pretrained_filter_fn=checkpoint_filter_fn,
         feature_cfg=dict(out_indices=(0, 1, 2, 3), flatten_sequential=True),
-        **kwargs,
+        **dict(VARIANT_ARGS[variant], **kwargs),
     )
 
 
@@ -555,32 +568,27 @@ default_cfgs = generate_default_cfgs(
     }
 )
 
-_ATTO = dict(depths=(2, 2, 6, 2), dims=(40, 80, 160, 320), band_kernel_size=9, branch_ratio=0.25)
-_TINY = dict(depths=(3, 3, 9, 3), dims=(96, 192, 384, 768))
-_SMALL = dict(depths=(3, 3, 27, 3), dims=(96, 192, 384, 768))
-_BASE = dict(depths=(3, 3, 27, 3), dims=(128, 256, 512, 1024))
-
 
 @register_model
 def inceptionnext_atto(pretrained: bool = False, **kwargs) -> InceptionNeXt:
-    return _create_inceptionnext("inceptionnext_atto", pretrained, **dict(_ATTO, **kwargs))
+    return _create_inceptionnext("inceptionnext_atto", pretrained, **kwargs)
 
 
 @register_model
 def inceptionnext_tiny(pretrained: bool = False, **kwargs) -> InceptionNeXt:
-    return _create_inceptionnext("inceptionnext_tiny", pretrained, **dict(_TINY, **kwargs))
+    return _create_inceptionnext("inceptionnext_tiny", pretrained, **kwargs)
 
 
 @register_model
 def inceptionnext_small(pretrained: bool = False, **kwargs) -> InceptionNeXt:
-    return _create_inceptionnext("inceptionnext_small", pretrained, **dict(_SMALL, **kwargs))
+    return _create_inceptionnext("inceptionnext_small", pretrained, **kwargs)
 
 
 @register_model
 def inceptionnext_base(pretrained: bool = False, **kwargs) -> InceptionNeXt:
-    return _create_inceptionnext("inceptionnext_base", pretrained, **dict(_BASE, **kwargs))
+    return _create_inceptionnext("inceptionnext_base", pretrained, **kwargs)
 
 
 @register_model
 def inceptionnext_base_384(pretrained: bool = False, **kwargs) -> InceptionNeXt:
-    return _create_inceptionnext("inceptionnext_base_384", pretrained, **dict(_BASE, **kwargs))
+    return _create_inceptionnext("inceptionnext_base_384", pretrained, **kwargs)

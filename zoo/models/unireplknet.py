@@ -41,15 +41,15 @@ from timm.layers import (
     get_device_dtype,
     trunc_normal_,
 )
-from timm.models._builder import build_model_with_cfg
-from timm.models._features import feature_take_indices
-from timm.models._manipulate import checkpoint_seq
-from timm.models._registry import generate_default_cfgs, register_model
+from timm.models import checkpoint_seq, generate_default_cfgs, register_model
+from timm.models._features import feature_take_indices  # not exported by timm.models
 from torch import Tensor
 
 from ops import DepthwiseConv2d
 
-from ..layers import GlobalResponseNorm, fuse_bn
+from ..checkpoint import build_model, check_state_dict_fits
+from ..errors import CheckpointError
+from ..layers import GlobalResponseNorm, check_in_chans, fuse_bn
 
 __all__ = ["UniRepLKNet", "UniRepLKNetBlock", "DilatedReparamBlock"]
 
@@ -75,6 +75,20 @@ DEFAULT_KERNEL_SIZES: dict[tuple[int, ...], tuple[tuple[int, ...], ...]] = {
     (2, 2, 8, 2): ((3,) * 2, (13,) * 2, (13,) * 8, (13,) * 2),  # N
     (3, 3, 18, 3): ((3,) * 3, (13,) * 3, (13, 3) * 9, (13,) * 3),  # T
     (3, 3, 27, 3): ((3,) * 3, (13,) * 3, (13, 3, 3) * 9, (13,) * 3),  # S, B, L, XL
+}
+
+
+# Variant -> constructor arguments (the official model sizes); kernel sizes follow from depths.
+VARIANT_ARGS: dict[str, dict[str, tuple[int, ...]]] = {
+    "unireplknet_a": dict(depths=(2, 2, 6, 2), dims=(40, 80, 160, 320)),
+    "unireplknet_f": dict(depths=(2, 2, 6, 2), dims=(48, 96, 192, 384)),
+    "unireplknet_p": dict(depths=(2, 2, 6, 2), dims=(64, 128, 256, 512)),
+    "unireplknet_n": dict(depths=(2, 2, 8, 2), dims=(80, 160, 320, 640)),
+    "unireplknet_t": dict(depths=(3, 3, 18, 3), dims=(80, 160, 320, 640)),
+    "unireplknet_s": dict(depths=(3, 3, 27, 3), dims=(96, 192, 384, 768)),
+    "unireplknet_b": dict(depths=(3, 3, 27, 3), dims=(128, 256, 512, 1024)),
+    "unireplknet_l": dict(depths=(3, 3, 27, 3), dims=(192, 384, 768, 1536)),
+    "unireplknet_xl": dict(depths=(3, 3, 27, 3), dims=(256, 512, 1024, 2048)),
 }
 
 
@@ -222,16 +236,13 @@ class UniRepLKNetBlock(nn.Module):
     def reparameterize(self) -> None:
         """Fold the block BN into the dwconv, and GRN bias + BN + layer scale into pwconv2.
 
-        The dwconv's own branches must be merged already (zoo.reparameterize walks children
-        first).
+        Merges the dwconv's own branches first if they are not merged yet, so that any walk
+        order works: zoo.reparameterize (children first) and timm's reparameterize_model
+        (parents first) give the same deploy form.
         """
         if isinstance(self.norm, nn.BatchNorm2d):
             if isinstance(self.dwconv, DilatedReparamBlock):
-                if isinstance(self.dwconv.origin_bn, nn.BatchNorm2d):
-                    raise RuntimeError(
-                        "merge the DilatedReparamBlock branches before folding the block BN "
-                        "(use zoo.reparameterize(model), which converts children first)"
-                    )
+                self.dwconv.reparameterize()  # a no-op once merged
                 conv = self.dwconv.lk_origin
                 weight, bias = fuse_bn(conv.weight, conv.bias, self.norm)
                 self.dwconv.lk_origin = _depthwise_with(weight, bias, padding=conv.padding)
@@ -498,7 +509,7 @@ class UniRepLKNet(nn.Module):
             raise ValueError(f"output_fmt must be 'NCHW', got {output_fmt!r}")
         intermediates = []
         take_indices, max_index = feature_take_indices(len(self.stages), indices)
-        x = self.stem(x)
+        x = self._stem(x)
         if torch.jit.is_scripting() or not stop_early:
             stages = self.stages
         else:
@@ -527,9 +538,13 @@ class UniRepLKNet(nn.Module):
             self.reset_classifier(0, "", reset_other=True)
         return take_indices
 
+    def _stem(self, x: Tensor) -> Tensor:
+        if not torch.jit.is_scripting():
+            check_in_chans(self, x)
+        return self.stem(x)
+
     def forward_features(self, x: Tensor) -> Tensor:
-        x = self.stem(x)
-        return self.stages(x)
+        return self.stages(self._stem(x))
 
     def forward_head(self, x: Tensor, pre_logits: bool = False) -> Tensor:
         return self.head(x, pre_logits=True) if pre_logits else self.head(x)
@@ -609,7 +624,7 @@ def checkpoint_filter_fn(state_dict: dict[str, Tensor], model: UniRepLKNet) -> d
             if ckpt_form == "training"
             else "build the model with deploy=True"
         )
-        raise ValueError(
+        raise CheckpointError(
             f"the checkpoint is in the {ckpt_form} form (e.g. "
             f"{next(k for k in state_dict if _form([k]) == ckpt_form)!r}) but the model is in "
             f"the {model_form} form; {hint}"
@@ -617,20 +632,21 @@ def checkpoint_filter_fn(state_dict: dict[str, Tensor], model: UniRepLKNet) -> d
     out = {}
     for k, v in state_dict.items():
         target = model_state.get(k)
-        if target is not None and v.shape != target.shape and v.numel() == target.numel():
-            v = v.reshape(target.shape)  # GRN (1, 1, 1, D) -> (D,)
+        if ".grn." in k and target is not None and v.numel() == target.numel():
+            v = v.reshape(target.shape)  # official GRN (1, 1, 1, D) -> (D,)
         out[k] = v
+    check_state_dict_fits(out, model)
     return out
 
 
 def _create_unireplknet(variant: str, pretrained: bool = False, **kwargs) -> UniRepLKNet:
-    return build_model_with_cfg(
+    return build_model(
         UniRepLKNet,
         variant,
         pretrained,
         pretrained_filter_fn=checkpoint_filter_fn,
         feature_cfg=dict(out_indices=(0, 1, 2, 3), flatten_sequential=True),
-        **kwargs,
+        **dict(VARIANT_ARGS[variant], **kwargs),
     )
 
 
@@ -702,55 +718,44 @@ default_cfgs = generate_default_cfgs(
 
 @register_model
 def unireplknet_a(pretrained: bool = False, **kwargs) -> UniRepLKNet:
-    model_args = dict(depths=(2, 2, 6, 2), dims=(40, 80, 160, 320))
-    return _create_unireplknet("unireplknet_a", pretrained=pretrained, **dict(model_args, **kwargs))
+    return _create_unireplknet("unireplknet_a", pretrained, **kwargs)
 
 
 @register_model
 def unireplknet_f(pretrained: bool = False, **kwargs) -> UniRepLKNet:
-    model_args = dict(depths=(2, 2, 6, 2), dims=(48, 96, 192, 384))
-    return _create_unireplknet("unireplknet_f", pretrained=pretrained, **dict(model_args, **kwargs))
+    return _create_unireplknet("unireplknet_f", pretrained, **kwargs)
 
 
 @register_model
 def unireplknet_p(pretrained: bool = False, **kwargs) -> UniRepLKNet:
-    model_args = dict(depths=(2, 2, 6, 2), dims=(64, 128, 256, 512))
-    return _create_unireplknet("unireplknet_p", pretrained=pretrained, **dict(model_args, **kwargs))
+    return _create_unireplknet("unireplknet_p", pretrained, **kwargs)
 
 
 @register_model
 def unireplknet_n(pretrained: bool = False, **kwargs) -> UniRepLKNet:
-    model_args = dict(depths=(2, 2, 8, 2), dims=(80, 160, 320, 640))
-    return _create_unireplknet("unireplknet_n", pretrained=pretrained, **dict(model_args, **kwargs))
+    return _create_unireplknet("unireplknet_n", pretrained, **kwargs)
 
 
 @register_model
 def unireplknet_t(pretrained: bool = False, **kwargs) -> UniRepLKNet:
-    model_args = dict(depths=(3, 3, 18, 3), dims=(80, 160, 320, 640))
-    return _create_unireplknet("unireplknet_t", pretrained=pretrained, **dict(model_args, **kwargs))
+    return _create_unireplknet("unireplknet_t", pretrained, **kwargs)
 
 
 @register_model
 def unireplknet_s(pretrained: bool = False, **kwargs) -> UniRepLKNet:
-    model_args = dict(depths=(3, 3, 27, 3), dims=(96, 192, 384, 768))
-    return _create_unireplknet("unireplknet_s", pretrained=pretrained, **dict(model_args, **kwargs))
+    return _create_unireplknet("unireplknet_s", pretrained, **kwargs)
 
 
 @register_model
 def unireplknet_b(pretrained: bool = False, **kwargs) -> UniRepLKNet:
-    model_args = dict(depths=(3, 3, 27, 3), dims=(128, 256, 512, 1024))
-    return _create_unireplknet("unireplknet_b", pretrained=pretrained, **dict(model_args, **kwargs))
+    return _create_unireplknet("unireplknet_b", pretrained, **kwargs)
 
 
 @register_model
 def unireplknet_l(pretrained: bool = False, **kwargs) -> UniRepLKNet:
-    model_args = dict(depths=(3, 3, 27, 3), dims=(192, 384, 768, 1536))
-    return _create_unireplknet("unireplknet_l", pretrained=pretrained, **dict(model_args, **kwargs))
+    return _create_unireplknet("unireplknet_l", pretrained, **kwargs)
 
 
 @register_model
 def unireplknet_xl(pretrained: bool = False, **kwargs) -> UniRepLKNet:
-    model_args = dict(depths=(3, 3, 27, 3), dims=(256, 512, 1024, 2048))
-    return _create_unireplknet(
-        "unireplknet_xl", pretrained=pretrained, **dict(model_args, **kwargs)
-    )
+    return _create_unireplknet("unireplknet_xl", pretrained, **kwargs)
