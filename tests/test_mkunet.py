@@ -16,7 +16,7 @@ from skimage.draw import disk, ellipse
 
 import zoo  # noqa: F401  (registers the models)
 from zoo.losses import DiceBCELoss, StructureLoss, dice_bce_loss, structure_loss
-from zoo.models.mkunet import MKUNet, MultiKernelDepthwiseConv
+from zoo.models.mkunet import MKUNet, MultiKernelDepthwiseConv, MultiKernelInvertedResidual
 
 OFFICIAL_PARAMS = {
     "mk_unet_t": 27_384,
@@ -154,8 +154,11 @@ def _bn(x, bn):
 def _reference_heads(model, x):
     """The wiring of shared/specs/mkunet.md 1.4-1.7 written out with F calls (eval mode)."""
     skips = []
-    for stage in model.encoder:  # skips are taken after each max-pool
-        x = F.max_pool2d(stage(x), 2, 2)
+    for stage in model.encoder:  # the stage's MKIR blocks, then a 2x max-pool: the skip
+        for block in stage:
+            if isinstance(block, MultiKernelInvertedResidual):
+                x = block(x)
+        x = F.max_pool2d(x, 2, 2)
         skips.append(x)
     out, heads = skips.pop(), {}
     for i in range(5):
@@ -233,7 +236,7 @@ def test_fx_feature_extraction_matches_eager():
     with torch.no_grad():
         out = extractor(x)
         assert torch.equal(out["head"], model(x))
-    assert out["encoder.4"].shape == (1, 32, 4, 4)
+    assert out["encoder.4"].shape == (1, 32, 2, 2)  # the stage ends with its max-pool: 1/32
 
 
 # ---------------------------------------------------------------------------------------------
@@ -258,7 +261,10 @@ def test_size_not_divisible_by_32_raises_with_nearest_sizes(size, message):
 @pytest.mark.parametrize("in_chans, channels", [(3, 4), (3, 2), (1, 3)])
 def test_channel_mismatch_raises_naming_in_chans(in_chans, channels):
     model = timm.create_model("mk_unet_t", in_chans=in_chans)
-    with pytest.raises(ValueError, match=f"in_chans={in_chans} but the input has {channels} "):
+    expected = (
+        rf"mk_unet_t expects {in_chans} input channels \(in_chans={in_chans}.*\), got {channels}"
+    )
+    with pytest.raises(ValueError, match=expected):
         model(torch.randn(1, channels, 32, 32))
 
 

@@ -125,26 +125,31 @@ def build_model(
     return build_model_with_cfg(model_cls, variant, pretrained, **kwargs)
 
 
+def _hint(text: str) -> str:
+    return f"; {text}" if text else ""
+
+
 def _prefixes(names: str | Iterable[str] | None) -> tuple[str, ...]:
     if not names:
         return ()
     return tuple(f"{n}." for n in ((names,) if isinstance(names, str) else names))
 
 
-def check_state_dict_fits(state_dict: dict[str, Tensor], model: nn.Module, hint: str = "") -> None:
+def check_state_dict_fits(
+    state_dict: dict[str, Tensor], model: nn.Module, hint_keys: str = "", hint_shapes: str = ""
+) -> None:
     """Raise `CheckpointError` unless `state_dict` (already in the model's key layout) loads.
 
     Left to timm's loader, which handles them after the filter: the classifier keys (dropped
     when num_classes differs) and an input conv whose channel count differs (adapted to
     in_chans). A missing BatchNorm `num_batches_tracked` is filled in by BatchNorm itself.
-    `hint` is appended to the message (what else to try).
+    `hint_keys` / `hint_shapes` end the message for mismatched keys / shapes (what to try).
     """
     cfg = getattr(model, "pretrained_cfg", None) or {}
     classifier = _prefixes(cfg.get("classifier"))
     input_convs = {f"{n}weight" for n in _prefixes(cfg.get("first_conv"))}
     expected = model.state_dict()
     name = model_name(model)
-    suffix = f". {hint}" if hint else ""
 
     missing = [
         k
@@ -157,7 +162,7 @@ def check_state_dict_fits(state_dict: dict[str, Tensor], model: nn.Module, hint:
         raise CheckpointError(
             f"checkpoint does not fit {name}: {len(missing)} missing keys"
             f"{f' ({first_few(missing)})' if missing else ''}, {len(unexpected)} unexpected keys"
-            f"{f' ({first_few(unexpected)})' if unexpected else ''}{suffix}"
+            f"{f' ({first_few(unexpected)})' if unexpected else ''}{_hint(hint_keys)}"
         )
 
     def adaptable(key: str, have: Tensor, want: Tensor) -> bool:
@@ -180,5 +185,5 @@ def check_state_dict_fits(state_dict: dict[str, Tensor], model: nn.Module, hint:
         built = f" (in_chans={in_chans})" if in_chans is not None else ""
         raise CheckpointError(
             f"checkpoint does not fit {name}{built}: {len(wrong)} tensors have another shape "
-            f"(checkpoint vs model: {first_few(wrong, 3)}){suffix}"
+            f"(checkpoint vs model: {first_few(wrong, 3)}){_hint(hint_shapes)}"
         )
