@@ -19,7 +19,11 @@ Differences from the official implementation (outputs are equal, see tests/test_
   a dict keyed like the official code (`p4` finest, `p1` coarsest), each at input resolution.
 - Module layout is list-based (`encoder.{i}`, `decoder.{i}`, `skip_gate.{i}`, ...); official
   state_dicts (`encoder1.0...`, `AG1...`, `CA1...`, `SA...`, `out1...`) are remapped by
-  `checkpoint_filter_fn`.
+  `checkpoint_filter_fn`. Each encoder stage ends with its 2x max-pool (no parameters, so the
+  keys are unchanged): `encoder.{i}` outputs the skip map itself.
+- timm's feature API on the encoder: `feature_info` (the five pooled maps, strides 2..32),
+  `forward_intermediates`, `prune_intermediate_layers` (drops the decoder: it needs every
+  encoder map) and `features_only=True` (timm's getter wrapper).
 - The M and L widths, which the official file lists only in a comment, are registered too.
 - The input is checked up front: H and W must be multiples of 32 (the official code fails later
   with a shape mismatch) and the channel count must match `in_chans`. As in the official code, a
@@ -27,8 +31,6 @@ Differences from the official implementation (outputs are equal, see tests/test_
   builds a working 1-channel model.
 - Depthwise convs are `ops.DepthwiseConv2d`; channel attention is timm's CBAM `ChannelAttn`.
 """
-
-from __future__ import annotations
 
 import math
 from collections.abc import Sequence
@@ -39,10 +41,14 @@ import torch.nn.functional as F
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from timm.layers import register_notrace_function
 from timm.layers.cbam import ChannelAttn
-from timm.models import build_model_with_cfg, generate_default_cfgs, register_model
+from timm.models import generate_default_cfgs, register_model
+from timm.models._features import feature_take_indices  # not exported by timm.models
 from torch import Tensor
 
 from ops import DepthwiseConv2d
+
+from ..checkpoint import build_model, check_state_dict_fits
+from ..layers import check_in_chans
 
 __all__ = ["MKUNet"]
 
@@ -57,8 +63,8 @@ class MultiKernelDepthwiseConv(nn.Module):
         self,
         channels: int,
         kernel_sizes: Sequence[int] = (1, 3, 5),
-        device=None,
-        dtype=None,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
     ) -> None:
         dd = {"device": device, "dtype": dtype}
         super().__init__()
@@ -92,8 +98,8 @@ class MultiKernelInvertedResidual(nn.Module):
         out_chs: int,
         kernel_sizes: Sequence[int] = (1, 3, 5),
         expansion: float = 2.0,
-        device=None,
-        dtype=None,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
     ) -> None:
         dd = {"device": device, "dtype": dtype}
         super().__init__()
@@ -120,10 +126,18 @@ class MultiKernelInvertedResidual(nn.Module):
         return self.conv1x1(x) + out
 
 
-class SpatialAttention(nn.Module):
-    """CBAM spatial attention: x * sigmoid(conv_kxk([mean_c(x); max_c(x)])), no BN, no bias."""
+class CbamSpatialAttention(nn.Module):
+    """CBAM spatial attention: x * sigmoid(conv_kxk([mean_c(x); max_c(x)])), no BN, no bias.
 
-    def __init__(self, kernel_size: int = 7, device=None, dtype=None) -> None:
+    (timm's `SpatialAttn` has a BN after the conv; the official MK-UNet has none.)
+    """
+
+    def __init__(
+        self,
+        kernel_size: int = 7,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
+    ) -> None:
         super().__init__()
         self.conv = nn.Conv2d(
             2, 1, kernel_size, padding=kernel_size // 2, bias=False, device=device, dtype=dtype
@@ -140,7 +154,13 @@ class GroupedAttentionGate(nn.Module):
     Wg and Wx are grouped kxk convs (C -> C/2, two input channels per group, with bias) + BN.
     """
 
-    def __init__(self, channels: int, kernel_size: int = 3, device=None, dtype=None) -> None:
+    def __init__(
+        self,
+        channels: int,
+        kernel_size: int = 3,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
+    ) -> None:
         dd = {"device": device, "dtype": dtype}
         super().__init__()
         inter_chs = channels // 2
@@ -179,14 +199,7 @@ def _nearest_valid(size: int) -> str:
 # fx only wraps functions whose global name has no leading underscore.
 @register_notrace_function
 def prepare_input(x: Tensor, in_chans: int) -> Tensor:
-    """Validate (N, C, H, W) and repeat a 1-channel image to 3 channels like the official code."""
-    if x.dim() != 4:
-        raise ValueError(f"MK-UNet expects input of shape (N, C, H, W), got {tuple(x.shape)}")
-    if x.shape[1] != in_chans and not (in_chans == 3 and x.shape[1] == 1):
-        raise ValueError(
-            f"MK-UNet was built with in_chans={in_chans} but the input has {x.shape[1]} channels "
-            f"(shape {tuple(x.shape)})"
-        )
+    """Check H, W and repeat a 1-channel image to 3 channels like the official code."""
     bad = [
         f"{name} {size} (nearest valid: {_nearest_valid(size)})"
         for name, size in (("height", x.shape[2]), ("width", x.shape[3]))
@@ -216,8 +229,8 @@ class MKUNet(nn.Module):
         gate_kernel_size: int = 3,
         in_chans: int = 3,
         num_classes: int = 1,
-        device=None,
-        dtype=None,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
     ) -> None:
         """
         Args:
@@ -251,16 +264,22 @@ class MKUNet(nn.Module):
         self.num_features = channels[0]
         block_args = dict(kernel_sizes=kernel_sizes, expansion=expansion, **dd)
 
+        # each stage: MKIR blocks, then the 2x max-pool whose output is the skip
         stage_in = [in_chans, *channels[:-1]]
         self.encoder = nn.ModuleList(
             nn.Sequential(
                 *[
                     MultiKernelInvertedResidual(c_in if i == 0 else c_out, c_out, **block_args)
                     for i in range(depth)
-                ]
+                ],
+                nn.MaxPool2d(2, 2),
             )
             for c_in, c_out, depth in zip(stage_in, channels, depths, strict=True)
         )
+        self.feature_info = [
+            dict(num_chs=c, reduction=2 ** (i + 1), module=f"encoder.{i}")
+            for i, c in enumerate(channels)
+        ]
 
         # decoder stage i runs at 1/2^(5-i) of the input: C5 -> C4 -> C3 -> C2 -> C1 -> C1
         dec_in = channels[::-1]
@@ -269,7 +288,7 @@ class MKUNet(nn.Module):
             ChannelAttn(c, rd_channels=c // min(r, c), **dd)
             for c, r in zip(dec_in, ca_ratios, strict=True)
         )
-        self.spatial_attn = SpatialAttention(sa_kernel_size, **dd)
+        self.spatial_attn = CbamSpatialAttention(sa_kernel_size, **dd)
         self.decoder = nn.ModuleList(
             MultiKernelInvertedResidual(c_in, c_out, **block_args)
             for c_in, c_out in zip(dec_in, dec_out, strict=True)
@@ -306,17 +325,23 @@ class MKUNet(nn.Module):
         )
         self.head = nn.Conv2d(self.head.in_channels, num_classes, 1, **dd)
 
-    def _encode(self, x: Tensor) -> list[Tensor]:
+    def _encode(self, x: Tensor, stages: nn.ModuleList) -> list[Tensor]:
         """Pooled encoder maps at 1/2, 1/4, 1/8, 1/16 (the skips) and 1/32 (the bottleneck)."""
+        if not torch.jit.is_scripting():
+            # as in the official code, a 3-channel model takes 1-channel images (repeated)
+            check_in_chans(self, x, also_accepted=(1,) if self.in_chans == 3 else ())
         x = prepare_input(x, self.in_chans)
         feats = []
-        for stage in self.encoder:
-            x = F.max_pool2d(stage(x), 2, 2)
+        for stage in stages:
+            x = stage(x)
             feats.append(x)
         return feats
 
     def _decode(self, feats: list[Tensor], taps: list[Tensor] | None = None) -> Tensor:
-        """Decoder features at input resolution; appends the maps the aux heads read to `taps`."""
+        """Decoder features at input resolution; appends the maps the aux heads read to `taps`.
+
+        Once pruned to the encoder (no decoder stages left) this is the last encoder map.
+        """
         skips = feats[-2::-1]  # 1/16, 1/8, 1/4, 1/2
         x = feats[-1]
         for i, (ca, block) in enumerate(zip(self.channel_attn, self.decoder, strict=True)):
@@ -328,9 +353,58 @@ class MKUNet(nn.Module):
                 x = x + self.skip_gate[i](x, skips[i])
         return x
 
+    def forward_intermediates(
+        self,
+        x: Tensor,
+        indices: int | list[int] | None = None,
+        norm: bool = False,
+        stop_early: bool = False,
+        output_fmt: str = "NCHW",
+        intermediates_only: bool = False,
+    ) -> list[Tensor] | tuple[Tensor, list[Tensor]]:
+        """Encoder maps (`feature_info`: strides 2, 4, 8, 16, 32) for `indices` (last n if int,
+        all if None) and, unless intermediates_only, the final features: those of
+        `forward_features` when every encoder stage ran, else the last encoder map.
+
+        `norm` is accepted for timm's contract; no norm follows the encoder.
+        """
+        if output_fmt != "NCHW":
+            raise ValueError(f"output_fmt must be 'NCHW', got {output_fmt!r}")
+        take_indices, max_index = feature_take_indices(len(self.encoder), indices)
+        if torch.jit.is_scripting() or not stop_early:
+            stages = self.encoder
+        else:
+            stages = self.encoder[: max_index + 1]
+        feats = self._encode(x, stages)
+        intermediates = [feats[i] for i in take_indices]
+        if intermediates_only:
+            return intermediates
+        if len(feats) < len(self.encoder):  # stopped early: too few maps to decode
+            return feats[-1], intermediates
+        return self._decode(feats), intermediates
+
+    def prune_intermediate_layers(
+        self, indices: int | list[int] = 1, prune_norm: bool = False, prune_head: bool = True
+    ) -> list[int]:
+        """Keep the encoder stages up to the last of `indices`. The decoder and heads go too
+        (prune_head, or any encoder stage dropped: the decoder needs every encoder map); then
+        `forward_features` ends at the last kept encoder map."""
+        take_indices, max_index = feature_take_indices(len(self.encoder), indices)
+        if prune_head or max_index < len(self.encoder) - 1:
+            self.channel_attn = nn.ModuleList()
+            self.spatial_attn = nn.Identity()
+            self.decoder = nn.ModuleList()
+            self.skip_gate = nn.ModuleList()
+            self.aux_heads = nn.ModuleList()
+            self.head = nn.Identity()
+            self.num_classes = 0
+            self.num_features = self.feature_info[max_index]["num_chs"]
+        self.encoder = self.encoder[: max_index + 1]
+        return take_indices
+
     def forward_features(self, x: Tensor) -> Tensor:
         """Final decoder features (N, C1, H, W)."""
-        return self._decode(self._encode(x))
+        return self._decode(self._encode(x, self.encoder))
 
     def forward_head(self, x: Tensor, pre_logits: bool = False) -> Tensor:
         return x if pre_logits else self.head(x)
@@ -346,7 +420,7 @@ class MKUNet(nn.Module):
         8, 4, 2; p4 is the finest head and equals `forward(x)`.
         """
         taps: list[Tensor] = []
-        p4 = self.forward_head(self._decode(self._encode(x), taps))
+        p4 = self.forward_head(self._decode(self._encode(x, self.encoder), taps))
         heads = {}
         for i, (head, tap) in enumerate(zip(self.aux_heads, taps, strict=True)):
             scale = float(2 ** (len(taps) - i))
@@ -382,39 +456,37 @@ def checkpoint_filter_fn(state_dict: dict[str, Tensor], model: MKUNet) -> dict[s
             state_dict = state_dict[wrapper]
     out = {_remap_official_key(k.removeprefix("module.")): v for k, v in state_dict.items()}
 
-    # BatchNorm fills in a missing num_batches_tracked itself; every other key must match.
-    def names(keys):
-        return {k for k in keys if not k.endswith("num_batches_tracked")}
-
-    model_sd = model.state_dict()
-    missing = sorted(names(model_sd) - names(out))
-    unexpected = sorted(names(out) - names(model_sd))
-    if missing or unexpected:
-        raise ValueError(
-            f"checkpoint does not match {type(model).__name__}: {len(missing)} missing keys "
-            f"(first: {missing[:5]}), {len(unexpected)} unexpected keys (first: {unexpected[:5]})"
-        )
-    # Heads may differ (timm drops them when num_classes differs); nothing else may. The first
-    # block's expanded width is 2 x in_chans, so in_chans cannot be adapted like a stem conv.
-    mismatched = [
-        f"{k}: checkpoint {tuple(v.shape)} vs model {tuple(model_sd[k].shape)}"
-        for k, v in out.items()
-        if not k.startswith(("aux_heads.", "head.")) and v.shape != model_sd[k].shape
-    ]
-    if mismatched:
-        raise ValueError(
-            f"checkpoint shapes do not fit this {type(model).__name__} (in_chans="
-            f"{model.in_chans}; a wrong variant, or a checkpoint trained with other in_chans: "
-            f"MK-UNet's first block widens in_chans x2, so it cannot be adapted; a 3-channel "
-            f"model takes 1-channel images as they are): {len(mismatched)} tensors, first: "
-            f"{mismatched[:3]}"
-        )
+    # The first block's expanded width is 2 x in_chans, so in_chans cannot be adapted like a
+    # stem conv: such a mismatch is reported with the shapes.
+    check_state_dict_fits(
+        out,
+        model,
+        hint_shapes="a wrong variant, or a checkpoint trained with other in_chans (MK-UNet's "
+        "first block widens in_chans x2, so it cannot be adapted; a 3-channel model takes "
+        "1-channel images as they are)",
+    )
     return out
 
 
+# Variant -> constructor arguments; M and L are listed only in a comment of the official file.
+VARIANT_ARGS: dict[str, dict[str, tuple[int, ...]]] = {
+    "mk_unet_t": dict(channels=(4, 8, 16, 24, 32)),
+    "mk_unet_s": dict(channels=(8, 16, 32, 48, 80)),
+    "mk_unet_b": dict(channels=(16, 32, 64, 96, 160)),
+    "mk_unet_m": dict(channels=(32, 64, 128, 192, 320)),
+    "mk_unet_l": dict(channels=(64, 128, 256, 384, 512)),
+}
+
+
 def _create_mkunet(variant: str, pretrained: bool = False, **kwargs) -> MKUNet:
-    return build_model_with_cfg(
-        MKUNet, variant, pretrained, pretrained_filter_fn=checkpoint_filter_fn, **kwargs
+    return build_model(
+        MKUNet,
+        variant,
+        pretrained,
+        pretrained_filter_fn=checkpoint_filter_fn,
+        # features_only: timm's getter wrapper, through forward_intermediates
+        feature_cfg=dict(feature_cls="getter", out_indices=(0, 1, 2, 3, 4)),
+        **dict(VARIANT_ARGS[variant], **kwargs),
     )
 
 
@@ -452,29 +524,24 @@ default_cfgs = generate_default_cfgs(
 
 @register_model
 def mk_unet_t(pretrained: bool = False, **kwargs) -> MKUNet:
-    model_args = dict(channels=(4, 8, 16, 24, 32))
-    return _create_mkunet("mk_unet_t", pretrained=pretrained, **dict(model_args, **kwargs))
+    return _create_mkunet("mk_unet_t", pretrained, **kwargs)
 
 
 @register_model
 def mk_unet_s(pretrained: bool = False, **kwargs) -> MKUNet:
-    model_args = dict(channels=(8, 16, 32, 48, 80))
-    return _create_mkunet("mk_unet_s", pretrained=pretrained, **dict(model_args, **kwargs))
+    return _create_mkunet("mk_unet_s", pretrained, **kwargs)
 
 
 @register_model
 def mk_unet_b(pretrained: bool = False, **kwargs) -> MKUNet:
-    model_args = dict(channels=(16, 32, 64, 96, 160))
-    return _create_mkunet("mk_unet_b", pretrained=pretrained, **dict(model_args, **kwargs))
+    return _create_mkunet("mk_unet_b", pretrained, **kwargs)
 
 
 @register_model
 def mk_unet_m(pretrained: bool = False, **kwargs) -> MKUNet:
-    model_args = dict(channels=(32, 64, 128, 192, 320))
-    return _create_mkunet("mk_unet_m", pretrained=pretrained, **dict(model_args, **kwargs))
+    return _create_mkunet("mk_unet_m", pretrained, **kwargs)
 
 
 @register_model
 def mk_unet_l(pretrained: bool = False, **kwargs) -> MKUNet:
-    model_args = dict(channels=(64, 128, 256, 384, 512))
-    return _create_mkunet("mk_unet_l", pretrained=pretrained, **dict(model_args, **kwargs))
+    return _create_mkunet("mk_unet_l", pretrained, **kwargs)
