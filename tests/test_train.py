@@ -3,6 +3,7 @@ safety, the timm schedule, and user errors that must read as one clear line."""
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import pickle
@@ -39,10 +40,9 @@ CLS = [
     "--data.batch_size=8",
 ]
 # BEVANet at a fraction of its width so that a step takes well under a second
-TINY_BEVANET = (
-    '--model.model_kwargs={"planes": 8, "ppm_planes": 8, "head_planes": 8, "depths": [1, 1, 1],'
-    ' "semantic_kernel_size": 7, "detail_kernel_size": 7}'
-)
+TINY_BEVANET_KWARGS = {"planes": 8, "ppm_planes": 8, "head_planes": 8, "depths": [1, 1, 1],
+                       "semantic_kernel_size": 7, "detail_kernel_size": 7}  # fmt: skip
+TINY_BEVANET = f"--model.model_kwargs={json.dumps(TINY_BEVANET_KWARGS)}"
 
 
 def _env() -> dict[str, str]:
@@ -70,7 +70,7 @@ def _load(path: Path) -> dict:
 # fit through the CLI, one run per task
 
 
-def test_fit_two_steps_classification_with_all_switches(tmp_path: Path) -> None:
+def test_fit_two_steps_classification_with_all_switches(tmp_path: Path, capsys) -> None:
     """Mixup/CutMix + label smoothing + EMA + bf16 autocast + clipping + grad checkpointing +
     channels_last in one 2-step run; the checkpoint is weights-only loadable."""
     snap = _Snapshot()
@@ -108,6 +108,10 @@ def test_fit_two_steps_classification_with_all_switches(tmp_path: Path) -> None:
     assert not torch.equal(snap.before["model.head.fc.weight"], live)
     assert (tmp_path / "metrics.png").stat().st_size > 0
     assert (tmp_path / "confusion_matrix.png").stat().st_size > 0
+    out = capsys.readouterr().out
+    assert "trained 2 steps, 0 epochs finished; epoch 1 stopped after 2 of 179 batches" in out
+    acc1 = float(cli.trainer.callback_metrics["val/acc1"])
+    assert f"validation (run 1, at epoch 1, step 2): val/acc1={acc1:.4f}" in out
 
 
 def test_fit_two_steps_binary_segmentation_mkunet_deep_supervision(tmp_path: Path) -> None:
@@ -160,18 +164,6 @@ def test_fit_two_steps_multiclass_segmentation_bevanet_loss(tmp_path: Path) -> N
     assert sorted(p.name for p in (tmp_path / "predictions").iterdir())[0].endswith(".png")
 
 
-def test_config_files_parse_with_every_key_known(tmp_path: Path) -> None:
-    """Every YAML under configs/ parses: class paths resolve and every key exists in the
-    signatures (building the big models is left to the per-family tests)."""
-    cli = ZooCLI(args=[f"--trainer.default_root_dir={tmp_path}", *CLS], run=False)
-    configs = sorted((ROOT / "configs").rglob("*.yaml"))
-    assert len(configs) >= 10
-    for config in configs:
-        parsed = cli.parser.parse_args([f"--config={config}"])
-        assert parsed.model.init_args.model_name in config.read_text(), config
-        assert parsed.checkpoint.monitor.startswith("val/"), config
-
-
 def test_binary_segmentation_metrics_match_hand_computed_dice_and_miou() -> None:
     from zoo.tasks import SegmentationTask
 
@@ -187,6 +179,132 @@ def test_binary_segmentation_metrics_match_hand_computed_dice_and_miou() -> None
     assert float(task.val_dice.compute()) == pytest.approx(2 * tp / (2 * tp + fp + fn))
     miou = (tp / (tp + fp + fn) + tn / (tn + fn + fp)) / 2
     assert float(task.val_miou.compute()) == pytest.approx(miou)
+
+
+def test_summary_after_a_max_steps_stop_says_what_ran_and_how_to_validate(
+    tmp_path: Path, capsys, monkeypatch
+) -> None:
+    import zoo.tasks.callbacks as callbacks
+
+    titles = []
+    real_plot = callbacks.plot_metrics
+    monkeypatch.setattr(
+        callbacks,
+        "plot_metrics",
+        lambda h, p, title: (titles.append(title), real_plot(h, p, title)),
+    )
+    run_cli(tmp_path, *CLS, "--trainer.max_steps=2", "--trainer.check_val_every_n_epoch=10")
+    out = capsys.readouterr().out
+    assert "trained 2 steps, 0 epochs finished; epoch 1 stopped after 2 of 179 batches" in out
+    assert "no validation ran: it runs every 10 epochs (check_val_every_n_epoch=10)" in out
+    assert "--trainer.check_val_every_n_epoch=1" in out
+    assert "after 1 epochs" not in out
+    assert titles == ["test_convnext on scikit-learn digits"]
+    assert (tmp_path / "metrics.png").stat().st_size > 0
+
+
+# ------------------------------------------------------------------------------------------------
+# segmentation losses: chosen by the model, options checked
+
+
+def _seg_task(model_name: str, num_classes: int, **kwargs):
+    from zoo.tasks import SegmentationTask
+
+    tiny = {"model_kwargs": TINY_BEVANET_KWARGS} if model_name.startswith("bevanet") else {}
+    return SegmentationTask(model_name, num_classes, num_overlays=0, **tiny, **kwargs)
+
+
+def test_ce_loss_takes_class_weights_label_smoothing_and_sums_heads() -> None:
+    import torch.nn.functional as F
+
+    weights = [1.0, 2.0, 0.5]
+    task = _seg_task(
+        "mk_unet_t", 3, loss="ce", loss_kwargs={"class_weights": weights, "label_smoothing": 0.1}
+    )
+    gen = torch.Generator().manual_seed(0)
+    logits = torch.randn(2, 3, 8, 8, generator=gen)
+    labels = torch.randint(0, 3, (2, 8, 8), generator=gen)
+    labels[0, :2] = 255  # the task's ignore_index
+    expect = F.cross_entropy(
+        logits, labels, weight=torch.tensor(weights), ignore_index=255, label_smoothing=0.1
+    )
+    assert torch.allclose(task.criterion(logits, labels), expect)
+    heads = {"out": logits, "aux": logits.flip(-1)}
+    both = expect + F.cross_entropy(
+        heads["aux"], labels, weight=torch.tensor(weights), ignore_index=255, label_smoothing=0.1
+    )
+    assert torch.allclose(task.criterion(heads, labels), both)
+
+
+@pytest.mark.parametrize(
+    ("model_name", "num_classes", "loss", "accepted"),
+    [
+        ("mk_unet_t", 3, "ce", ["class_weights", "ignore_index", "label_smoothing"]),
+        ("mk_unet_t", 1, "structure", ["weights"]),
+        ("mk_unet_t", 1, "dice_bce", ["bce_weight", "dice_weight", "smooth"]),
+        ("bevanet_s", 3, "bevanet", ["class_weights", "ohem_thresh", "boundary_weight"]),
+    ],
+)
+def test_unknown_loss_kwargs_name_the_loss_and_what_it_accepts(
+    model_name: str, num_classes: int, loss: str, accepted: list[str]
+) -> None:
+    with pytest.raises(ConfigError) as exc:
+        _seg_task(model_name, num_classes, loss=loss, loss_kwargs={"gamma": 2.0})
+    msg = str(exc.value)
+    assert "gamma" in msg and f"loss='{loss}'" in msg
+    assert all(key in msg.split("accepts:")[1] for key in accepted), msg
+
+
+def test_auto_loss_is_the_models_declared_default(monkeypatch) -> None:
+    from zoo.losses import CITYSCAPES_CLASS_WEIGHTS
+    from zoo.models.mkunet import MKUNet
+
+    assert _seg_task("mk_unet_t", 1).loss_name == "structure"
+    assert _seg_task("mk_unet_t", 3).loss_name == "ce"  # structure is binary: the fallback
+    bevanet = _seg_task("bevanet_s", 19, loss_kwargs={"class_weights": "cityscapes"})
+    assert bevanet.loss_name == "bevanet"
+    expect = torch.tensor(CITYSCAPES_CLASS_WEIGHTS).float()
+    assert torch.equal(bevanet.criterion.class_weights, expect)
+    # the model's attribute decides, not its name
+    monkeypatch.setattr(MKUNet, "default_loss", "dice_bce")
+    assert _seg_task("mk_unet_t", 1).loss_name == "dice_bce"
+    monkeypatch.delattr(MKUNet, "default_loss")
+    assert _seg_task("mk_unet_t", 1).loss_name == "dice_bce"
+    assert _seg_task("mk_unet_t", 3).loss_name == "ce"
+
+
+# ------------------------------------------------------------------------------------------------
+# loggers: CSV by default, TensorBoard on request
+
+
+def test_csv_logger_by_default_and_tensorboard_on_request(tmp_path: Path) -> None:
+    from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
+
+    args = [*CLS, "--trainer.accelerator=cpu", "--trainer.enable_progress_bar=false"]
+    default = ZooCLI(args=[*args, f"--trainer.default_root_dir={tmp_path / 'd'}"], run=False)
+    assert [type(lg) for lg in default.trainer.loggers] == [CSVLogger]
+    cli = ZooCLI(
+        args=[
+            "fit",
+            *args,
+            f"--trainer.default_root_dir={tmp_path}",
+            "--trainer.max_steps=2",
+            "--trainer.val_check_interval=2",
+            "--trainer.limit_val_batches=2",
+            "--trainer.log_every_n_steps=1",
+            "--tensorboard=true",
+        ]
+    )
+    assert [type(lg) for lg in cli.trainer.loggers] == [CSVLogger, TensorBoardLogger]
+    run = tmp_path / "lightning_logs" / "version_0"
+    events = list(run.glob("events.out.tfevents.*"))
+    assert events and events[0].stat().st_size > 0
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    scalars = EventAccumulator(str(run)).Reload().Tags()["scalars"]
+    assert "train/loss_step" in scalars and "val/acc1" in scalars
+    assert "val/acc1" in (run / "metrics.csv").read_text().splitlines()[0]
+    assert (tmp_path / "metrics.png").stat().st_size > 0
 
 
 # ------------------------------------------------------------------------------------------------

@@ -11,6 +11,7 @@ from sklearn.model_selection import train_test_split
 from torch.utils.data import Dataset
 from torchvision.transforms import v2
 
+from ..errors import ConfigError
 from .loading import TrainValDataModule
 
 
@@ -32,7 +33,9 @@ class DigitsDataModule(TrainValDataModule):
     """scikit-learn digits as 3-channel `image_size` images, stratified train/val split.
 
     Pixels are scaled to [-1, 1]; training adds a small random affine jitter. `test` and
-    `predict` use the validation split (the set is too small for a third split).
+    `predict` use the validation split (the set is too small for a third split). `root` exists
+    only to say so when one is given: the digits are embedded, folders are read by
+    `ImageFolderDataModule`.
     """
 
     num_classes = 10
@@ -46,7 +49,14 @@ class DigitsDataModule(TrainValDataModule):
         augment: bool = True,
         num_workers: int = 0,
         seed: int = 0,
+        root: str | None = None,
     ) -> None:
+        if root is not None:
+            raise ConfigError(
+                f"data.root={root} but DigitsDataModule (the demo) trains on the embedded "
+                "scikit-learn digits and reads no folder; for an image folder use a config with "
+                "ImageFolderDataModule, e.g. configs/classification/inceptionnext_atto.yaml"
+            )
         # explicit dict: frame inspection would pick up the arguments of a datamodule that
         # builds this one as its embedded fallback
         hparams = {k: v for k, v in locals().items() if k not in ("self", "__class__")}
@@ -56,6 +66,9 @@ class DigitsDataModule(TrainValDataModule):
         if not 0.0 < val_fraction < 1.0:
             raise ValueError(f"val_fraction must be in (0, 1), got {val_fraction}")
         self.save_hyperparameters(hparams)
+
+    def describe(self) -> str:
+        return "scikit-learn digits"
 
     def setup(self, stage: str | None = None) -> None:
         if hasattr(self, "train_set"):

@@ -66,7 +66,7 @@ class ImageFolderDataModule(TrainValDataModule):
         if root is None:
             rank_zero_info("data.root is not set: using the embedded digits (no download)")
             self.embedded = DigitsDataModule(image_size=embedded_size, batch_size=batch_size)
-            self.num_classes, self.class_names = 10, DigitsDataModule.class_names
+            self._found(DigitsDataModule.class_names)
             return
         self.root = require_dir(root, "ImageFolder root", LAYOUT)
         train_classes = _check_split(self.root, "train")
@@ -81,8 +81,13 @@ class ImageFolderDataModule(TrainValDataModule):
                 f"data.num_classes={num_classes} but '{self.root / 'train'}' has "
                 f"{len(train_classes)} class folders ({first_few(train_classes)})"
             )
-        self.class_names = train_classes
-        self.num_classes = len(train_classes)
+        self._found(train_classes)
+
+    def _found(self, class_names: list[str]) -> None:
+        self.class_names, self.num_classes = class_names, len(class_names)
+        # the count found, also in the hyperparameters: Lightning logs the model's and the
+        # data's together and refuses a `num_classes` that differs between them
+        self.save_hyperparameters({**self.hparams, "num_classes": self.num_classes})
 
     def setup(self, stage: str | None = None) -> None:
         if self.embedded is not None:

@@ -18,6 +18,13 @@ class TrainValDataModule(pl.LightningDataModule):
 
     embedded: pl.LightningDataModule | None = None
 
+    def describe(self) -> str:
+        """The data in a few words, for figure titles: the folder read, or the embedded stand-in."""
+        if self.embedded is not None:
+            return f"{self.embedded.describe()} (no data.root)"
+        root = getattr(self, "root", None)
+        return f"{type(self).__name__} {root}" if root is not None else type(self).__name__
+
     def eval_batch_size(self) -> int:
         return self.hparams.batch_size
 

@@ -140,6 +140,9 @@ class ShapesDataModule(TrainValDataModule):
         if num_classes == 2:
             self.class_names = ["background", "foreground"]
 
+    def describe(self) -> str:
+        return f"generated {self.num_classes}-class scenes"
+
     def setup(self, stage: str | None = None) -> None:
         if hasattr(self, "train_set"):
             return

@@ -35,6 +35,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch import Tensor
 
+from .cross_entropy import CITYSCAPES_CLASS_WEIGHTS, class_weights_tensor
+
 __all__ = [
     "BEVANetLoss",
     "CITYSCAPES_CLASS_WEIGHTS",
@@ -42,13 +44,6 @@ __all__ = [
     "ohem_cross_entropy",
     "weighted_bce_with_logits",
 ]
-
-# The fixed class weights the official code uses for Cityscapes (`datasets/cityscapes.py`);
-# CamVid and ADE20k train without class weights.
-CITYSCAPES_CLASS_WEIGHTS = (
-    0.8373, 0.918, 0.866, 1.0345, 1.0166, 0.9969, 0.9754, 1.0489, 0.8786, 1.0023,
-    0.9539, 0.9843, 1.1116, 0.9037, 1.0865, 1.0955, 1.0865, 1.1529, 1.0507,
-)  # fmt: skip
 
 # OpenCV's fixed-point tan(22.5 deg) for Canny's gradient-direction quantisation
 _CANNY_SHIFT = 15
@@ -170,7 +165,7 @@ class BEVANetLoss(nn.Module):
         self,
         num_classes: int | None = None,
         ignore_index: int = 255,
-        class_weights: Tensor | tuple[float, ...] | None = None,
+        class_weights: Tensor | tuple[float, ...] | str | None = None,
         aux_weight: float = 0.4,
         seg_weight: float = 1.0,
         boundary_weight: float = 20.0,
@@ -186,7 +181,8 @@ class BEVANetLoss(nn.Module):
         Args:
             num_classes: expected classes; None takes them from the seg logits.
             ignore_index: label value excluded from every CE term (official 255).
-            class_weights: per-class CE weights (official: `CITYSCAPES_CLASS_WEIGHTS` for
+            class_weights: per-class CE weights, or a name in
+                `zoo.losses.cross_entropy.NAMED_CLASS_WEIGHTS` (official: "cityscapes" for
                 Cityscapes, none for CamVid/ADE20k).
             aux_weight, seg_weight, boundary_weight, boundary_seg_weight: term weights
                 (official 0.4, 1.0, 20, 1.0).
@@ -213,14 +209,7 @@ class BEVANetLoss(nn.Module):
         self.edge_border = edge_border
         self.edge_dilation = edge_dilation
         self.align_corners = align_corners
-        weights = None if class_weights is None else torch.as_tensor(class_weights).float()
-        if weights is not None and (
-            weights.ndim != 1 or (num_classes and len(weights) != num_classes)
-        ):
-            raise ValueError(
-                f"class_weights must be a vector of num_classes={num_classes} values, got shape "
-                f"{tuple(weights.shape)}"
-            )
+        weights = class_weights_tensor(class_weights, num_classes)
         self.register_buffer("class_weights", weights, persistent=False)
 
     def _check(self, heads: dict[str, Tensor], labels: Tensor) -> None:

@@ -34,8 +34,13 @@ What differs from the official code:
 - The heads are switched by `aux_heads` (official: `seg_augment`): `forward_heads()` returns a
   dict, `forward()` the seg logits resized to the input (bilinear, align_corners=True, as the
   official loss and inference do). The official `forward` returns a list or a tensor.
-- Wrong inputs (sides not multiples of 8, batch 1 in train mode) raise a ValueError up front
-  instead of failing deep inside.
+- Wrong inputs (channels other than in_chans, sides not multiples of 8, batch 1 in train
+  mode) raise a ValueError up front instead of failing deep inside.
+- timm's feature API on the semantic path (`feature_info`: layer1, layer2, layer3_semantic,
+  norm4_semantic_2, norm5_semantic_2_seg at strides 4..64; the ReLU the official forward
+  applies after layer1-3 is the last module of those layers, so each named module outputs
+  its map), `forward_intermediates`, `prune_intermediate_layers` (drops the detail branch and
+  heads), `features_only=True` (timm's getter wrapper).
 - The official ImageNet checkpoints initialise the segmentation model through
   `load_imagenet_backbone` (the official partial load by name and shape, with a report of what
   was and was not loaded) rather than through `pretrained=True`.
@@ -43,8 +48,6 @@ What differs from the official code:
 With the same weights, `forward_heads` reproduces the official outputs bit for bit on CPU
 (float32, eval and train mode).
 """
-
-from __future__ import annotations
 
 import math
 import re
@@ -54,12 +57,16 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
-from timm.layers import DropPath, LayerNorm2d
-from timm.models import build_model_with_cfg, generate_default_cfgs, register_model
+from timm.layers import DropPath, LayerNorm2d, register_notrace_function
+from timm.models import generate_default_cfgs, register_model
+from timm.models._features import feature_take_indices  # not exported by timm.models
 from torch import Tensor
 from torch.utils.checkpoint import checkpoint
 
 from ops import DepthwiseConv2d
+
+from ..checkpoint import build_model, check_state_dict_fits, load_checkpoint_file
+from ..layers import check_in_chans
 
 __all__ = ["BEVANet", "checkpoint_filter_fn", "load_imagenet_backbone"]
 
@@ -102,8 +109,8 @@ class BasicBlock(nn.Module):
         out_chs: int,
         stride: int = 1,
         act_out: bool = True,
-        device=None,
-        dtype=None,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
     ) -> None:
         super().__init__()
         dd = {"device": device, "dtype": dtype}
@@ -129,7 +136,13 @@ class BasicBlock(nn.Module):
 class Bottleneck(nn.Module):
     """PIDNet bottleneck (expansion 2, no output ReLU): in_chs -> 2 * planes."""
 
-    def __init__(self, in_chs: int, planes: int, device=None, dtype=None) -> None:
+    def __init__(
+        self,
+        in_chs: int,
+        planes: int,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
+    ) -> None:
         super().__init__()
         dd = {"device": device, "dtype": dtype}
         out_chs = planes * 2
@@ -153,29 +166,41 @@ class Bottleneck(nn.Module):
 
 
 def _basic_layer(
-    in_chs: int, out_chs: int, depth: int, stride: int = 1, device=None, dtype=None
+    in_chs: int,
+    out_chs: int,
+    depth: int,
+    stride: int = 1,
+    relu_after: bool = False,
+    device: torch.device | str | None = None,
+    dtype: torch.dtype | None = None,
 ) -> nn.Sequential:
-    # PIDNet's `_make_layer`: the last block of a multi-block layer has no output ReLU
-    # (the caller applies one where the official code does)
-    return nn.Sequential(
-        *[
-            BasicBlock(
-                in_chs if i == 0 else out_chs,
-                out_chs,
-                stride if i == 0 else 1,
-                act_out=depth == 1 or i < depth - 1,
-                device=device,
-                dtype=dtype,
-            )
-            for i in range(depth)
-        ]
-    )
+    # PIDNet's `_make_layer`: the last block of a multi-block layer has no output ReLU;
+    # relu_after appends the one the official forward applies to the layer's output
+    blocks = [
+        BasicBlock(
+            in_chs if i == 0 else out_chs,
+            out_chs,
+            stride if i == 0 else 1,
+            act_out=depth == 1 or i < depth - 1,
+            device=device,
+            dtype=dtype,
+        )
+        for i in range(depth)
+    ]
+    return nn.Sequential(*blocks, *([nn.ReLU()] if relu_after else []))
 
 
 class SegmentHead(nn.Module):
     """BN-ReLU-3x3 conv-BN-ReLU-1x1 conv (with bias); predicts at its input resolution."""
 
-    def __init__(self, in_chs: int, mid_chs: int, out_chs: int, device=None, dtype=None) -> None:
+    def __init__(
+        self,
+        in_chs: int,
+        mid_chs: int,
+        out_chs: int,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
+    ) -> None:
         super().__init__()
         dd = {"device": device, "dtype": dtype}
         self.bn1 = nn.BatchNorm2d(in_chs, **dd)
@@ -191,7 +216,13 @@ class SegmentHead(nn.Module):
 class PagFM(nn.Module):
     """Pixel-attention-guided fusion: blend the upsampled y into x where their embeddings agree."""
 
-    def __init__(self, in_chs: int, mid_chs: int, device=None, dtype=None) -> None:
+    def __init__(
+        self,
+        in_chs: int,
+        mid_chs: int,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
+    ) -> None:
         super().__init__()
         dd = {"device": device, "dtype": dtype}
         self.f_x = nn.Sequential(
@@ -224,7 +255,9 @@ class CKS(nn.Module):
     so official checkpoints load.
     """
 
-    def __init__(self, dim: int, device=None, dtype=None) -> None:
+    def __init__(
+        self, dim: int, device: torch.device | str | None = None, dtype: torch.dtype | None = None
+    ) -> None:
         super().__init__()
         dd = {"device": device, "dtype": dtype}
         hidden = max(dim // 16, 32)
@@ -263,7 +296,13 @@ class SDLSKA(nn.Module):
     """Strip-Dilated Large Separable Kernel Attention: dense k0 x k0 dw conv, then PARALLEL
     dilated 1 x k1 and k1 x 1 dw convs on its output, CKS fusion, 1x1 conv, `u * attn`."""
 
-    def __init__(self, dim: int, kernel_size: int = 35, device=None, dtype=None) -> None:
+    def __init__(
+        self,
+        dim: int,
+        kernel_size: int = 35,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
+    ) -> None:
         super().__init__()
         dd = {"device": device, "dtype": dtype}
         k0, k1, d = _decompose(kernel_size)
@@ -284,7 +323,13 @@ class SDLSKA(nn.Module):
 class LSKA(nn.Module):
     """Large Separable Kernel Attention (cascaded 1-D dw convs: 1xk0, k0x1, dilated 1xk1, k1x1)."""
 
-    def __init__(self, dim: int, kernel_size: int = 35, device=None, dtype=None) -> None:
+    def __init__(
+        self,
+        dim: int,
+        kernel_size: int = 35,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
+    ) -> None:
         super().__init__()
         dd = {"device": device, "dtype": dtype}
         k0, k1, d = _decompose(kernel_size)
@@ -299,11 +344,17 @@ class LSKA(nn.Module):
         return x * self.pwconv(attn)
 
 
-class SpatialAttention(nn.Module):
-    """VAN attention: 1x1 -> GELU -> gating unit -> 1x1, plus an inner shortcut."""
+class VanAttention(nn.Module):
+    """VAN's attention (official name `SpatialAttention`): 1x1 -> GELU -> gating unit -> 1x1,
+    plus an inner shortcut."""
 
     def __init__(
-        self, dim: int, kernel_size: int, gating: type[nn.Module] = SDLSKA, device=None, dtype=None
+        self,
+        dim: int,
+        kernel_size: int,
+        gating: type[nn.Module] = SDLSKA,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
     ) -> None:
         super().__init__()
         dd = {"device": device, "dtype": dtype}
@@ -316,10 +367,16 @@ class SpatialAttention(nn.Module):
         return self.proj_2(self.spatial_gating_unit(self.activation(self.proj_1(x)))) + x
 
 
-class ConvMlp(nn.Module):
-    """1x1 -> 3x3 depthwise -> GELU -> 1x1."""
+class DepthwiseConvMlp(nn.Module):
+    """1x1 -> 3x3 depthwise -> GELU -> 1x1 (VAN's MLP; timm's ConvMlp has no depthwise conv)."""
 
-    def __init__(self, dim: int, hidden: int, device=None, dtype=None) -> None:
+    def __init__(
+        self,
+        dim: int,
+        hidden: int,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
+    ) -> None:
         super().__init__()
         dd = {"device": device, "dtype": dtype}
         self.fc1 = nn.Conv2d(dim, hidden, 1, **dd)
@@ -341,16 +398,16 @@ class EVABlock(nn.Module):
         mlp_ratio: float = 4.0,
         drop_path: float = 0.0,
         layer_scale_init: float = 1e-2,
-        device=None,
-        dtype=None,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
     ) -> None:
         super().__init__()
         dd = {"device": device, "dtype": dtype}
         self.norm1 = nn.BatchNorm2d(dim, **dd)
-        self.attn = SpatialAttention(dim, kernel_size, SDLSKA, **dd)
+        self.attn = VanAttention(dim, kernel_size, SDLSKA, **dd)
         self.drop_path = DropPath(drop_path) if drop_path > 0.0 else nn.Identity()
         self.norm2 = nn.BatchNorm2d(dim, **dd)
-        self.mlp = ConvMlp(dim, int(dim * mlp_ratio), **dd)
+        self.mlp = DepthwiseConvMlp(dim, int(dim * mlp_ratio), **dd)
         self.layer_scale_1 = nn.Parameter(torch.full((dim,), layer_scale_init, **dd))
         self.layer_scale_2 = nn.Parameter(torch.full((dim,), layer_scale_init, **dd))
         self.apply(_init_eva_conv)
@@ -385,7 +442,14 @@ class DLKPPM(nn.Module):
     compressed by a 1x1 conv and added to a 1x1 shortcut.
     """
 
-    def __init__(self, in_chs: int, branch_chs: int, out_chs: int, device=None, dtype=None) -> None:
+    def __init__(
+        self,
+        in_chs: int,
+        branch_chs: int,
+        out_chs: int,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
+    ) -> None:
         super().__init__()
         dd = {"device": device, "dtype": dtype}
 
@@ -403,7 +467,7 @@ class DLKPPM(nn.Module):
         self.scale5 = nn.Sequential(nn.AdaptiveAvgPool2d(1), *bn_relu_conv(in_chs, branch_chs))
         self.scale0 = nn.Sequential(*bn_relu_conv(in_chs, branch_chs))
         self.bn = nn.BatchNorm2d(branch_chs, **dd)
-        self.lska = SpatialAttention(branch_chs, 35, LSKA, **dd)
+        self.lska = VanAttention(branch_chs, 35, LSKA, **dd)
         self.layer_scale_lska = nn.Parameter(torch.full((branch_chs,), 1e-2, **dd))
         self.process1 = nn.Sequential(*bn_relu_conv(branch_chs, branch_chs, 3, dilation=2))
         self.process2 = nn.Sequential(*bn_relu_conv(branch_chs, branch_chs, 3, dilation=2))
@@ -429,7 +493,13 @@ class BGAF(nn.Module):
     """Boundary-Guided Adaptive Fusion: `out(s * P + (1 - s) * I + (P + I))`, s = sigmoid(xdb),
     with P, I the detail and semantic maps after their own BN-ReLU-3x3 convs."""
 
-    def __init__(self, in_chs: int, out_chs: int, device=None, dtype=None) -> None:
+    def __init__(
+        self,
+        in_chs: int,
+        out_chs: int,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
+    ) -> None:
         super().__init__()
         dd = {"device": device, "dtype": dtype}
 
@@ -459,6 +529,7 @@ class BEVANet(nn.Module):
     """BEVANet segmentation network (see the module docstring for the layout)."""
 
     output_stride = 8
+    default_loss = "bevanet"  # the official OHEM + boundary loss, for SegmentationTask(loss="auto")
 
     def __init__(
         self,
@@ -473,8 +544,8 @@ class BEVANet(nn.Module):
         mlp_ratio: float = 4.0,
         drop_path_rate: float = 0.0,
         aux_heads: bool = True,
-        device=None,
-        dtype=None,
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
     ) -> None:
         """
         Args:
@@ -519,11 +590,13 @@ class BEVANet(nn.Module):
             nn.BatchNorm2d(c, **dd),
             nn.ReLU(inplace=True),
         )
-        self.layer1 = _basic_layer(c, c, depths[0], **dd)
-        self.layer2 = _basic_layer(c, 2 * c, depths[1], stride=2, **dd)
+        self.layer1 = _basic_layer(c, c, depths[0], relu_after=True, **dd)
+        self.layer2 = _basic_layer(c, 2 * c, depths[1], stride=2, relu_after=True, **dd)
 
         # semantic branch
-        self.layer3_semantic = _basic_layer(2 * c, 4 * c, depths[2], stride=2, **dd)
+        self.layer3_semantic = _basic_layer(
+            2 * c, 4 * c, depths[2], stride=2, relu_after=True, **dd
+        )
         self.layer4_down_semantic = _basic_layer(4 * c, 8 * c, 1, stride=2, **dd)
         self.layer4_semantic_1 = eva(8 * c, semantic_kernel_size)
         self.norm4_semantic_1 = channel_norm(8 * c)
@@ -558,7 +631,19 @@ class BEVANet(nn.Module):
             self.seghead_ds = SegmentHead(2 * c, head_planes, num_classes, **dd)
             self.seghead_db = SegmentHead(2 * c, c, 1, **dd)
         self.head = SegmentHead(4 * c, head_planes, num_classes, **dd)
-        self.feature_info = [dict(num_chs=4 * c, reduction=8, module="dfm")]
+        self.feature_info = [
+            dict(num_chs=chs, reduction=reduction, module=module)
+            for chs, reduction, module in (
+                (c, 4, "layer1"),
+                (2 * c, 8, "layer2"),
+                (4 * c, 16, "layer3_semantic"),
+                (8 * c, 32, "norm4_semantic_2"),
+                (16 * c, 64, "norm5_semantic_2_seg"),
+            )
+        ]
+        # prune_intermediate_layers lowers these: encoder stages kept, detail branch and heads
+        self.num_stages = len(self.feature_info)
+        self.has_decoder = True
 
     # --- timm API ------------------------------------------------------------------------------
 
@@ -604,22 +689,9 @@ class BEVANet(nn.Module):
     # --- forward -------------------------------------------------------------------------------
 
     def _check_input(self, x: Tensor) -> None:
-        if x.ndim != 4 or x.shape[1] != self.in_chans:
-            raise ValueError(
-                f"expected input of shape (N, {self.in_chans}, H, W), got {tuple(x.shape)}"
-            )
-        h, w = x.shape[-2:]
-        if h % self.output_stride or w % self.output_stride:
-            raise ValueError(
-                f"input size {h}x{w} is not a multiple of {self.output_stride}: BEVANet's 1/8 "
-                f"branches must align exactly; pad or resize the input"
-            )
-        if self.training and x.shape[0] < 2:
-            raise ValueError(
-                f"batch size {x.shape[0]} in train mode: the BatchNorm layers after global "
-                f"pooling (CKS channel weights, DLKPPM 1x1 branch) need batch >= 2; use a larger "
-                f"batch or call model.eval()"
-            )
+        if not torch.jit.is_scripting():
+            check_in_chans(self, x)
+            check_input_size_and_batch(x, self.output_stride, self.training)
 
     def _eva(self, block: EVABlock, norm: LayerNorm2d, x: Tensor) -> Tensor:
         if self.grad_checkpointing and not torch.jit.is_scripting():
@@ -630,34 +702,109 @@ class BEVANet(nn.Module):
         # view): the following convs then run the same kernels, bit-identical to the official
         return norm(x).contiguous()
 
-    def _forward_branches(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        """Return (BGAF output, aux-head input, boundary-head input), all at 1/8."""
-        self._check_input(x)
-        x = F.relu(self.layer1(self.conv1(x)))  # c, 1/4
-        x = F.relu(self.layer2(x))  # 2c, 1/8
+    def _stage(self, index: int, x: Tensor) -> Tensor:
+        """Stage `index` of the semantic path (feature_info order; x = the previous map)."""
+        if index == 0:
+            return self.layer1(self.conv1(x))  # c, 1/4
+        if index == 1:
+            return self.layer2(x)  # 2c, 1/8
+        if index == 2:
+            return self.layer3_semantic(x)  # 4c, 1/16
+        if index == 3:
+            x = self.layer4_down_semantic(x)  # 8c, 1/32
+            x = self._eva(self.layer4_semantic_1, self.norm4_semantic_1, x)
+            return self._eva(self.layer4_semantic_2, self.norm4_semantic_2, x)
+        x = self.layer5_down_semantic_seg(x)  # 16c, 1/64
+        x = self._eva(self.layer5_semantic_1_seg, self.norm5_semantic_1_seg, x)
+        return self._eva(self.layer5_semantic_2_seg, self.norm5_semantic_2_seg, x)
 
-        xs = F.relu(self.layer3_semantic(x))  # 4c, 1/16
+    def _encode(self, x: Tensor, num_stages: int) -> list[Tensor]:
+        """The first `num_stages` semantic-path maps (the detail branch is not run)."""
+        self._check_input(x)
+        feats = []
+        for i in range(num_stages):
+            x = self._stage(i, x)
+            feats.append(x)
+        return feats
+
+    def _forward_branches(
+        self, x: Tensor, taps: list[Tensor] | None = None
+    ) -> tuple[Tensor, Tensor, Tensor]:
+        """Return (BGAF output, aux-head input, boundary-head input), all at 1/8; appends the
+        semantic-path maps (feature_info) to `taps`."""
+        self._check_input(x)
+        feats = [self._stage(0, x)]
+        feats.append(self._stage(1, feats[-1]))
+        x = feats[-1]  # 2c, 1/8: both branches start here
+        feats.append(self._stage(2, x))
+
         xd = self.layer3_detail(x)  # 2c, 1/8
         # the official code rectifies this map in place, so its aux head sees the ReLU output too
-        xd = F.relu(self.fuse_sd_3(xd, self.compression3(xs)))
+        xd = F.relu(self.fuse_sd_3(xd, self.compression3(feats[2])))
         aux_in = xd
 
-        xs = self.layer4_down_semantic(xs)  # 8c, 1/32
-        xs = self._eva(self.layer4_semantic_1, self.norm4_semantic_1, xs)
-        xs = self._eva(self.layer4_semantic_2, self.norm4_semantic_2, xs)
+        feats.append(self._stage(3, feats[2]))
         xd = self._eva(self.layer4_detail, self.norm4_detail, self.layer4_detail_conv(xd))
-        xd = self.fuse_sd_4(xd, self.compression4(xs))  # 2c, 1/8
+        xd = self.fuse_sd_4(xd, self.compression4(feats[3]))  # 2c, 1/8
         xds = self.layer5_detail_semantic(xd)  # 4c, 1/8
         xdb = self.layer5_detail_boundary(xd)  # 4c, 1/8
 
-        xs = self.layer5_down_semantic_seg(xs)  # 16c, 1/64
-        xs = self._eva(self.layer5_semantic_1_seg, self.norm5_semantic_1_seg, xs)
-        xs = self._eva(self.layer5_semantic_2_seg, self.norm5_semantic_2_seg, xs)
-        xs = _resize(self.spp(xs), xds.shape[-2:])  # 4c, 1/8
+        feats.append(self._stage(4, feats[3]))
+        xs = _resize(self.spp(feats[4]), xds.shape[-2:])  # 4c, 1/8
+        if taps is not None:
+            taps.extend(feats)
         return self.dfm(xds, xs, xdb), aux_in, xd
 
+    def forward_intermediates(
+        self,
+        x: Tensor,
+        indices: int | list[int] | None = None,
+        norm: bool = False,
+        stop_early: bool = False,
+        output_fmt: str = "NCHW",
+        intermediates_only: bool = False,
+    ) -> list[Tensor] | tuple[Tensor, list[Tensor]]:
+        """Semantic-path maps (`feature_info`: strides 4, 8, 16, 32, 64) for `indices` (last n
+        if int, all if None) and, unless intermediates_only, the final features: those of
+        `forward_features`, or with stop_early the last map computed. Without the final
+        features only the semantic path runs.
+
+        `norm` is accepted for timm's contract; no norm follows the last stage.
+        """
+        if output_fmt != "NCHW":
+            raise ValueError(f"output_fmt must be 'NCHW', got {output_fmt!r}")
+        take_indices, max_index = feature_take_indices(self.num_stages, indices)
+        if intermediates_only or stop_early or not self.has_decoder:
+            feats = self._encode(x, max_index + 1 if stop_early else self.num_stages)
+            intermediates = [feats[i] for i in take_indices]
+            return intermediates if intermediates_only else (feats[-1], intermediates)
+        feats: list[Tensor] = []
+        final = self._forward_branches(x, feats)[0]
+        return final, [feats[i] for i in take_indices]
+
+    def prune_intermediate_layers(
+        self, indices: int | list[int] = 1, prune_norm: bool = False, prune_head: bool = True
+    ) -> list[int]:
+        """Keep the semantic stages up to the last of `indices`; with prune_head, or when a
+        stage goes, the detail branch, fusion and heads go too (they need every stage), and
+        `forward_features` / `forward` end at the last kept map."""
+        take_indices, max_index = feature_take_indices(self.num_stages, indices)
+        if prune_head or max_index < self.num_stages - 1:
+            keep = {name for stage in _STAGE_MODULES[: max_index + 1] for name in stage}
+            for name, _ in list(self.named_children()):
+                if name not in keep:
+                    delattr(self, name)
+            self.num_stages = max_index + 1
+            self.has_decoder = False
+            self.num_classes = 0
+            self.num_features = self.feature_info[max_index]["num_chs"]
+        return take_indices
+
     def forward_features(self, x: Tensor) -> Tensor:
-        """The fused (BGAF) map the seg head reads: (N, 4c, H/8, W/8)."""
+        """The fused (BGAF) map the seg head reads: (N, 4c, H/8, W/8); once pruned, the last
+        kept semantic-path map."""
+        if not self.has_decoder:
+            return self._encode(x, self.num_stages)[-1]
         return self._forward_branches(x)[0]
 
     def forward_head(self, x: Tensor, pre_logits: bool = False) -> Tensor:
@@ -673,9 +820,50 @@ class BEVANet(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         """Seg logits resized to the input size (bilinear, align_corners=True like the official
-        inference and loss)."""
+        inference and loss); once pruned, the last kept semantic-path map."""
+        if not self.has_decoder:
+            return self.forward_features(x)
         logits = self.forward_head(self.forward_features(x))
         return F.interpolate(logits, size=x.shape[-2:], mode="bilinear", align_corners=True)
+
+
+# The modules of each semantic-path stage (feature_info order); everything else is the detail
+# branch, the fusions and the heads.
+_STAGE_MODULES = (
+    ("conv1", "layer1"),
+    ("layer2",),
+    ("layer3_semantic",),
+    (
+        "layer4_down_semantic",
+        "layer4_semantic_1",
+        "norm4_semantic_1",
+        "layer4_semantic_2",
+        "norm4_semantic_2",
+    ),
+    (
+        "layer5_down_semantic_seg",
+        "layer5_semantic_1_seg",
+        "norm5_semantic_1_seg",
+        "layer5_semantic_2_seg",
+        "norm5_semantic_2_seg",
+    ),
+)
+
+
+@register_notrace_function  # Python control flow on shapes: one opaque call for fx tracing
+def check_input_size_and_batch(x: Tensor, stride: int, training: bool) -> None:
+    h, w = x.shape[-2:]
+    if h % stride or w % stride:
+        raise ValueError(
+            f"input size {h}x{w} is not a multiple of {stride}: BEVANet's 1/8 branches must "
+            f"align exactly; pad or resize the input"
+        )
+    if training and x.shape[0] < 2:
+        raise ValueError(
+            f"batch size {x.shape[0]} in train mode: the BatchNorm layers after global pooling "
+            f"(CKS channel weights, DLKPPM 1x1 branch) need batch >= 2; use a larger batch or "
+            f"call model.eval()"
+        )
 
 
 # ------------------------------------------------------------------------------------------------
@@ -702,7 +890,7 @@ def checkpoint_filter_fn(state_dict: dict[str, Tensor], model: BEVANet) -> dict[
     `checkpoint.pth.tar` (the same under `state_dict`), a bare model state_dict, any of them under
     `model` and/or with DataParallel's `module.` prefix, and checkpoints already in this layout.
     Drops the official `DWConv`/`PWConv` wrapper level and, for `aux_heads=False`, the
-    training-only heads. Raises ValueError naming missing/unexpected keys.
+    training-only heads. Raises CheckpointError naming missing/unexpected keys.
     """
     for wrapper in ("state_dict", "model"):
         if wrapper in state_dict and isinstance(state_dict[wrapper], dict):
@@ -716,15 +904,12 @@ def checkpoint_filter_fn(state_dict: dict[str, Tensor], model: BEVANet) -> dict[
         if not model.aux_heads and key.startswith(_TRAINING_ONLY_HEADS):
             continue
         out[key] = value
-    missing = sorted(model_keys - out.keys())
-    unexpected = sorted(out.keys() - model_keys)
-    if missing or unexpected:
-        raise ValueError(
-            f"checkpoint does not match {type(model).__name__}: {len(missing)} missing keys "
-            f"(first: {missing[:5]}), {len(unexpected)} unexpected keys (first: "
-            f"{unexpected[:5]}). Only BEVANet segmentation checkpoints load here; initialise "
-            f"from an ImageNet (classification) checkpoint with load_imagenet_backbone()."
-        )
+    check_state_dict_fits(
+        out,
+        model,
+        hint_keys="only BEVANet segmentation checkpoints load here; initialise from an "
+        "ImageNet (classification) checkpoint with load_imagenet_backbone()",
+    )
     return out
 
 
@@ -738,10 +923,7 @@ def load_imagenet_backbone(
 
     Returns (loaded keys, model keys left at their initialisation), so nothing is silent.
     """
-    if isinstance(checkpoint, dict):
-        state = checkpoint
-    else:
-        state = torch.load(checkpoint, map_location="cpu", weights_only=True)
+    state = checkpoint if isinstance(checkpoint, dict) else load_checkpoint_file(checkpoint)
     for wrapper in ("state_dict", "model"):
         if wrapper in state and isinstance(state[wrapper], dict):
             state = state[wrapper]
@@ -756,19 +938,25 @@ def load_imagenet_backbone(
     return sorted(loaded), sorted(set(own) - set(loaded))
 
 
+# Variant -> constructor arguments (the official configs' PLANES, NUM_BLOCKS[:3], PPM_PLANES,
+# HEAD_PLANES).
+VARIANT_ARGS: dict[str, dict[str, Any]] = {
+    "bevanet_s": dict(planes=32, depths=(2, 2, 3), ppm_planes=96, head_planes=128),
+    "bevanet_sw": dict(planes=64, depths=(2, 2, 3), ppm_planes=96, head_planes=128),
+    "bevanet_b": dict(planes=64, depths=(2, 2, 4), ppm_planes=96, head_planes=128),
+    "bevanet_l": dict(planes=64, depths=(3, 3, 4), ppm_planes=112, head_planes=256),
+}
+
+
 def _create_bevanet(variant: str, pretrained: bool = False, **kwargs: Any) -> BEVANet:
-    if kwargs.get("features_only"):
-        # timm's feature wrappers replay children in order; the two-branch forward is not that
-        raise ValueError(
-            f"{variant} does not support features_only; use forward_features() (the fused 1/8 "
-            f"map) or forward_heads()"
-        )
-    return build_model_with_cfg(
+    return build_model(
         BEVANet,
         variant,
         pretrained,
         pretrained_filter_fn=checkpoint_filter_fn,
-        **kwargs,
+        # features_only: timm's getter wrapper (the two-branch forward is no module sequence)
+        feature_cfg=dict(feature_cls="getter", out_indices=(0, 1, 2, 3, 4)),
+        **dict(VARIANT_ARGS[variant], **kwargs),
     )
 
 
@@ -815,23 +1003,19 @@ default_cfgs = generate_default_cfgs(
 
 @register_model
 def bevanet_s(pretrained: bool = False, **kwargs: Any) -> BEVANet:
-    model_args = dict(planes=32, depths=(2, 2, 3), ppm_planes=96, head_planes=128)
-    return _create_bevanet("bevanet_s", pretrained=pretrained, **dict(model_args, **kwargs))
+    return _create_bevanet("bevanet_s", pretrained, **kwargs)
 
 
 @register_model
 def bevanet_sw(pretrained: bool = False, **kwargs: Any) -> BEVANet:
-    model_args = dict(planes=64, depths=(2, 2, 3), ppm_planes=96, head_planes=128)
-    return _create_bevanet("bevanet_sw", pretrained=pretrained, **dict(model_args, **kwargs))
+    return _create_bevanet("bevanet_sw", pretrained, **kwargs)
 
 
 @register_model
 def bevanet_b(pretrained: bool = False, **kwargs: Any) -> BEVANet:
-    model_args = dict(planes=64, depths=(2, 2, 4), ppm_planes=96, head_planes=128)
-    return _create_bevanet("bevanet_b", pretrained=pretrained, **dict(model_args, **kwargs))
+    return _create_bevanet("bevanet_b", pretrained, **kwargs)
 
 
 @register_model
 def bevanet_l(pretrained: bool = False, **kwargs: Any) -> BEVANet:
-    model_args = dict(planes=64, depths=(3, 3, 4), ppm_planes=112, head_planes=256)
-    return _create_bevanet("bevanet_l", pretrained=pretrained, **dict(model_args, **kwargs))
+    return _create_bevanet("bevanet_l", pretrained, **kwargs)

@@ -218,6 +218,8 @@ def prepare_input(x: Tensor, in_chans: int) -> Tensor:
 class MKUNet(nn.Module):
     """MK-UNet. `forward` -> logits (N, num_classes, H, W); `forward_heads` -> all four heads."""
 
+    default_loss = "structure"  # the released polyp script's loss; SegmentationTask(loss="auto")
+
     def __init__(
         self,
         channels: Sequence[int] = (16, 32, 64, 96, 160),

@@ -10,6 +10,7 @@ from timm.data import Mixup
 from timm.loss import SoftTargetCrossEntropy
 from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionMatrix
 
+from ..errors import ConfigError
 from .common import TimmTask, create_model_by_name
 
 
@@ -21,7 +22,9 @@ class ClassificationTask(TimmTask):
 
     Args:
         model_name: any `timm.list_models()` name, the zoo's included (`unireplknet_a`, ...).
-        num_classes: classifier outputs; must match the datamodule's classes.
+        num_classes: classifier outputs; must match the datamodule's classes. None (the default)
+            is filled in by `train.py` from the datamodule (the class folders found under
+            `--data.root`); in Python, give the number.
         pretrained_file: local checkpoint (official or ours) loaded through the family's filter.
         drop_path_rate: stochastic depth.
         model_kwargs: further keyword arguments for `timm.create_model`.
@@ -38,7 +41,7 @@ class ClassificationTask(TimmTask):
     def __init__(
         self,
         model_name: str = "unireplknet_a",
-        num_classes: int = 10,
+        num_classes: int | None = None,
         pretrained_file: str | None = None,
         drop_path_rate: float = 0.0,
         model_kwargs: dict[str, Any] | None = None,
@@ -59,6 +62,11 @@ class ClassificationTask(TimmTask):
         channels_last: bool = False,
     ) -> None:
         super().__init__()
+        if num_classes is None:
+            raise ConfigError(
+                "ClassificationTask needs num_classes (train.py takes it from the datamodule "
+                "when it is not set)"
+            )
         if num_classes < 2:
             raise ValueError(f"num_classes must be >= 2 for classification, got {num_classes}")
         if not 0.0 <= label_smoothing < 1.0:

@@ -11,29 +11,42 @@ matplotlib.use("Agg")  # files only: no display on training machines
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
-from PIL import Image  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD  # noqa: E402
 
 
-def plot_metrics(history: list[dict[str, float]], path: Path) -> None:
+def metrics_figure(history: list[dict[str, float]], title: str = "") -> Figure:
     """Loss curves (left) and every other metric (right) per epoch; `history[i]` holds the
-    scalars logged at the end of epoch i."""
+    scalars logged at the end of epoch i (validation ones only where that epoch validated)."""
     keys = sorted({k for row in history for k in row})
     loss_keys = [k for k in keys if "loss" in k]
     other = [k for k in keys if k not in loss_keys and not k.startswith("lr")]
-    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
-    for ax, group, title in ((axes[0], loss_keys, "loss"), (axes[1], other, "metrics")):
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.5))
+    for ax, group, name in ((axes[0], loss_keys, "loss"), (axes[1], other, "metrics")):
         for key in group:
             pts = [(i + 1, row[key]) for i, row in enumerate(history) if key in row]
             if pts:
                 xs, ys = zip(*pts, strict=True)
                 ax.plot(xs, ys, marker="o", ms=3, label=key)
         ax.set_xlabel("epoch")
-        ax.set_title(title)
+        # the metric names without their train/ and val/ prefixes: "acc1, acc5" or "dice, miou"
+        ax.set_ylabel(", ".join(dict.fromkeys(k.split("/")[-1] for k in group)) or name)
+        ax.set_title(name)
         ax.grid(alpha=0.3)
         if group:
             ax.legend(fontsize=8)
+    if title:
+        fig.suptitle(title)
     fig.tight_layout()
+    return fig
+
+
+def plot_metrics(history: list[dict[str, float]], path: Path, title: str = "") -> None:
+    """`metrics_figure` saved as a PNG at `path`."""
+    _save(metrics_figure(history, title), path)
+
+
+def _save(fig: Figure, path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=100)
     plt.close(fig)
@@ -65,9 +78,7 @@ def plot_confusion(confusion: torch.Tensor, class_names: Sequence[str], path: Pa
     ax.set_xlabel("predicted")
     ax.set_ylabel("true")
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    _save(fig, path)
 
 
 def _palette(num_classes: int) -> np.ndarray:
@@ -78,18 +89,23 @@ def _palette(num_classes: int) -> np.ndarray:
     return colors.astype(np.uint8)
 
 
-def save_overlays(
+OVERLAY_COLUMNS = ("input", "prediction", "ground truth")
+
+
+def overlay_figure(
     images: torch.Tensor,
     preds: torch.Tensor,
     targets: torch.Tensor | None,
-    path: Path,
     num_classes: int,
     ignore_index: int = 255,
     mean: Sequence[float] = IMAGENET_DEFAULT_MEAN,
     std: Sequence[float] = IMAGENET_DEFAULT_STD,
-) -> None:
-    """One row per image: input | prediction overlay | ground-truth overlay (when given).
-    `images` are normalised (N, 3, H, W); `preds`/`targets` are class-index maps (N, H, W)."""
+    title: str = "",
+) -> Figure:
+    """One row per image, headed columns: input | prediction overlay | ground-truth overlay
+    (when `targets` are given). `images` are normalised (N, 3, H, W); `preds`/`targets` are
+    class-index maps (N, H, W). Each panel is 2.5 inches at any image size, so that small
+    crops stay legible."""
     mean_t = torch.tensor(mean).view(1, 3, 1, 1)
     std_t = torch.tensor(std).view(1, 3, 1, 1)
     rgb = ((images.float().cpu() * std_t + mean_t).clamp(0, 1) * 255).byte()
@@ -104,11 +120,33 @@ def save_overlays(
         out[valid] = (0.45 * img[valid] + 0.55 * col[valid]).astype(np.uint8)
         return out
 
-    rows = []
-    for i in range(len(rgb)):
-        cols = [rgb[i], blend(rgb[i], preds[i])]
+    columns = OVERLAY_COLUMNS if targets is not None else OVERLAY_COLUMNS[:2]
+    rows = len(rgb)
+    fig, axes = plt.subplots(
+        rows, len(columns), figsize=(2.5 * len(columns), 2.5 * rows + 0.4), squeeze=False
+    )
+    for i in range(rows):
+        panels = [rgb[i], blend(rgb[i], preds[i])]
         if targets is not None:
-            cols.append(blend(rgb[i], targets[i]))
-        rows.append(np.concatenate(cols, axis=1))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(np.concatenate(rows, axis=0)).save(path)
+            panels.append(blend(rgb[i], targets[i]))
+        for ax, panel in zip(axes[i], panels, strict=True):
+            ax.imshow(panel, interpolation="nearest")
+            ax.set_axis_off()
+    for ax, heading in zip(axes[0], columns, strict=True):
+        ax.set_title(heading)
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+def save_overlays(
+    images: torch.Tensor,
+    preds: torch.Tensor,
+    targets: torch.Tensor | None,
+    path: Path,
+    num_classes: int,
+    **kwargs,
+) -> None:
+    """`overlay_figure` saved as a PNG at `path` (keyword arguments as there)."""
+    _save(overlay_figure(images, preds, targets, num_classes, **kwargs), path)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 from pathlib import Path
 from typing import Any
 
@@ -15,14 +16,22 @@ from torchmetrics.classification import (
     MulticlassJaccardIndex,
 )
 
-from zoo.losses import DiceBCELoss, StructureLoss
-from zoo.losses.bevanet import BEVANetLoss
+from zoo.losses import BEVANetLoss, CrossEntropyLoss, DiceBCELoss, StructureLoss
 
 from ..errors import ConfigError
 from .common import TimmTask, create_model_by_name
 from .figures import save_overlays
 
-LOSSES = ("auto", "ce", "dice_bce", "structure", "bevanet")
+# `loss=` names; `loss_kwargs` are the keyword arguments of the class
+LOSSES: dict[str, type[torch.nn.Module]] = {
+    "ce": CrossEntropyLoss,
+    "dice_bce": DiceBCELoss,
+    "structure": StructureLoss,
+    "bevanet": BEVANetLoss,
+}
+BINARY_LOSSES = ("dice_bce", "structure")  # on one sigmoid logit; the others need 2+ classes
+# set by the task from its own arguments (num_classes always, ignore_index unless given)
+_TASK_LOSS_ARGS = ("num_classes", "ignore_index")
 
 
 def _resize_heads(heads: dict[str, Tensor], size: tuple[int, int]) -> dict[str, Tensor]:
@@ -33,20 +42,6 @@ def _resize_heads(heads: dict[str, Tensor], size: tuple[int, int]) -> dict[str, 
         else F.interpolate(v, size=size, mode="bilinear", align_corners=False)
         for k, v in heads.items()
     }
-
-
-class _CrossEntropyHeads(torch.nn.Module):
-    """Cross-entropy (ignoring `ignore_index`) on one logits tensor or summed over a head dict."""
-
-    def __init__(self, ignore_index: int) -> None:
-        super().__init__()
-        self.ignore_index = ignore_index
-
-    def forward(self, logits: Tensor | dict[str, Tensor], target: Tensor) -> Tensor:
-        heads = logits if isinstance(logits, dict) else {"out": logits}
-        return sum(
-            F.cross_entropy(h, target, ignore_index=self.ignore_index) for h in heads.values()
-        )
 
 
 class SegmentationTask(TimmTask):
@@ -61,11 +56,14 @@ class SegmentationTask(TimmTask):
         model_name: a dense timm/zoo model (`mk_unet_t`, `bevanet_s`, ...).
         num_classes: 1 for binary, else the number of classes (background included).
         loss: `ce` (multi-class), `dice_bce` or `structure` (PraNet structure loss of the MK-UNet
-            recipe; binary), `bevanet` (the BEVANet/PIDNet loss on its three heads) or `auto`
-            (the family's own loss: `structure` for binary MK-UNet, `bevanet` for BEVANet,
-            otherwise `dice_bce` for binary and `ce` for multi-class).
-        loss_kwargs: keyword arguments of the loss class (`zoo.losses.StructureLoss`,
-            `DiceBCELoss`, `zoo.losses.bevanet.BEVANetLoss`, e.g. `class_weights`).
+            recipe; binary), `bevanet` (the BEVANet/PIDNet loss on its three heads) or `auto`:
+            the model's `default_loss` (a family's own recipe: `structure` for MK-UNet,
+            `bevanet` for BEVANet) when it fits binary / multi-class labels, otherwise
+            `dice_bce` for binary and `ce` for multi-class.
+        loss_kwargs: keyword arguments of the loss class (`LOSSES`: `zoo.losses.CrossEntropyLoss`
+            `class_weights` (numbers or a name such as `cityscapes`), `label_smoothing`,
+            `ignore_index`, head `weights`; `DiceBCELoss`, `StructureLoss`, `BEVANetLoss`); an
+            unknown key is an error that lists the accepted ones.
         deep_supervision: train on every head of `model.forward_heads(x)` (summed) instead of
             the final output; `None` = on when the model has `forward_heads`. The `bevanet`
             loss always uses the heads.
@@ -100,8 +98,8 @@ class SegmentationTask(TimmTask):
         super().__init__()
         if num_classes < 1:
             raise ValueError(f"num_classes must be >= 1 (1 = binary), got {num_classes}")
-        if loss not in LOSSES:
-            raise ValueError(f"loss must be one of {LOSSES}, got '{loss}'")
+        if loss != "auto" and loss not in LOSSES:
+            raise ConfigError(f"loss must be 'auto' or one of {', '.join(LOSSES)}, got '{loss}'")
         self.save_hyperparameters()
         self.model = create_model_by_name(
             model_name,
@@ -124,38 +122,53 @@ class SegmentationTask(TimmTask):
     def _build_loss(self, loss: str, deep_supervision: bool | None):
         name = self.hparams.model_name
         has_heads = hasattr(self.model, "forward_heads")
-        if loss == "auto":
-            if name.startswith("bevanet"):
-                loss = "bevanet"
-            elif self.binary:
-                loss = "structure" if name.startswith("mk_unet") else "dice_bce"
-            else:
-                loss = "ce"
+        loss = self._auto_loss() if loss == "auto" else loss
         self.loss_name = loss
-        if self.binary and loss == "ce":
+        if self.binary and loss not in BINARY_LOSSES:
             raise ConfigError(
-                "loss='ce' needs num_classes >= 2; binary (num_classes=1) uses "
-                "'dice_bce' or 'structure'"
+                f"loss='{loss}' needs num_classes >= 2; binary (num_classes=1) uses "
+                f"{' or '.join(repr(b) for b in BINARY_LOSSES)}"
             )
-        if not self.binary and loss in ("dice_bce", "structure"):
+        if not self.binary and loss in BINARY_LOSSES:
             raise ConfigError(
                 f"loss='{loss}' is binary (num_classes=1), got "
                 f"num_classes={self.hparams.num_classes}; use 'ce'"
             )
         if deep_supervision and not has_heads:
             raise ConfigError(f"deep_supervision=True but '{name}' has no forward_heads()")
-        kwargs = dict(self.hparams.loss_kwargs or {})
-        if loss == "bevanet":
-            if not has_heads:
-                raise ConfigError(f"loss='bevanet' needs the heads of a BEVANet, got '{name}'")
-            kwargs.setdefault("ignore_index", self.hparams.ignore_index)
-            return BEVANetLoss(num_classes=self.hparams.num_classes, **kwargs), True
-        use_heads = has_heads if deep_supervision is None else deep_supervision
-        if loss == "structure":
-            return StructureLoss(**kwargs), use_heads
-        if loss == "dice_bce":
-            return DiceBCELoss(**kwargs), use_heads
-        return _CrossEntropyHeads(self.hparams.ignore_index, **kwargs), use_heads
+        if loss == "bevanet" and not has_heads:
+            raise ConfigError(f"loss='bevanet' needs the heads of a BEVANet, got '{name}'")
+        criterion = LOSSES[loss](**self._loss_kwargs(loss))
+        if loss == "bevanet":  # its terms are defined on the three heads
+            return criterion, True
+        return criterion, has_heads if deep_supervision is None else deep_supervision
+
+    def _auto_loss(self) -> str:
+        declared = getattr(self.model, "default_loss", None)
+        if declared is not None and declared not in LOSSES:
+            raise ConfigError(
+                f"{type(self.model).__name__}.default_loss='{declared}' is not one of "
+                f"{', '.join(LOSSES)}"
+            )
+        if declared is not None and (declared in BINARY_LOSSES) == self.binary:
+            return declared
+        return BINARY_LOSSES[0] if self.binary else "ce"
+
+    def _loss_kwargs(self, loss: str) -> dict[str, Any]:
+        params = inspect.signature(LOSSES[loss]).parameters
+        accepted = [p for p in params if p != "num_classes"]
+        given = dict(self.hparams.loss_kwargs or {})
+        unknown = [k for k in given if k not in accepted]
+        if unknown:
+            raise ConfigError(
+                f"loss_kwargs {', '.join(unknown)} are not options of loss='{loss}' "
+                f"({LOSSES[loss].__name__}); it accepts: {', '.join(accepted) or 'none'}"
+                + (" (num_classes is model.num_classes)" if "num_classes" in unknown else "")
+            )
+        for key in _TASK_LOSS_ARGS:  # num_classes is never in `given` (not accepted above)
+            if key in params:
+                given.setdefault(key, self.hparams[key])
+        return given
 
     def setup(self, stage: str) -> None:
         self.check_num_classes(self.trainer.datamodule, binary_single_logit=True)
@@ -214,10 +227,12 @@ class SegmentationTask(TimmTask):
                 / "overlays"
                 / f"epoch_{self.current_epoch:03d}.png"
             )
-            self._save(self._overlay_batch, path)
+            epoch, step = self.current_epoch + 1, self.global_step
+            title = f"{self.hparams.model_name}: validation at epoch {epoch}, step {step}"
+            self._save(self._overlay_batch, path, title)
         self._overlay_batch = None
 
-    def _save(self, batch: tuple[Tensor, Tensor, Tensor | None], path: Path) -> None:
+    def _save(self, batch: tuple[Tensor, Tensor, Tensor | None], path: Path, title: str) -> None:
         x, pred, mask = batch
         save_overlays(
             x,
@@ -226,6 +241,7 @@ class SegmentationTask(TimmTask):
             path,
             num_classes=max(2, self.hparams.num_classes),
             ignore_index=self.hparams.ignore_index,
+            title=title,
         )
 
     def test_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
@@ -247,5 +263,6 @@ class SegmentationTask(TimmTask):
                 / "predictions"
                 / f"batch_{batch_idx:04d}_rank{rank}.png"
             )
-            self._save((x.cpu(), pred.cpu(), None if mask is None else mask.cpu()), path)
+            batch = (x.cpu(), pred.cpu(), None if mask is None else mask.cpu())
+            self._save(batch, path, f"{self.hparams.model_name}, predictions")
         return {"pred": pred}
