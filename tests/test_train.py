@@ -511,6 +511,7 @@ def test_ddp_two_cpu_ranks_end_with_identical_weights(tmp_path: Path) -> None:
 
 
 def _cli_error(capsys, *args: str) -> str:
+    """stderr of a run that stops on a user error: exit status 2 and no traceback."""
     with pytest.raises(SystemExit) as exc:
         main(["fit", *QUIET, *args])
     assert exc.value.code == 2
