@@ -144,7 +144,8 @@ class ZooCLI(LightningCLI):
         cfg = self.config.get(str(self.subcommand), self.config)
         model_args = cfg.get("model.init_args")
         if model_args is None or model_args.get("num_classes", 0) is not None:
-            return super().instantiate_classes()
+            super().instantiate_classes()
+            return
         # the data first, so that the model is built with the classes it found
         spec = cfg.data
         data = self._parser(self.subcommand).instantiate_classes(Namespace(data=spec)).data
