@@ -121,9 +121,20 @@ def test_unknown_kwarg_raises_type_error() -> None:
         timm.create_model("bevanet_s", not_a_model_arg=1)
 
 
-def test_features_only_is_refused_with_a_pointer_to_forward_features() -> None:
-    with pytest.raises(ValueError, match="forward_features"):
-        timm.create_model("bevanet_s", features_only=True, device="meta")
+def test_features_only_gives_the_semantic_path_maps_of_the_official_layout() -> None:
+    # spec 1.7: layer1 c @ 1/4, layer2 2c @ 1/8 and semantic stages 3/4/5 4c/8c/16c @ 1/16, 1/32,
+    # 1/64; the first three are taken after the ReLU the official forward applies
+    c = TINY["planes"]
+    model = timm.create_model("bevanet_s", features_only=True, **TINY).eval()
+    assert model.feature_info.channels() == [c, 2 * c, 4 * c, 8 * c, 16 * c]
+    assert model.feature_info.reduction() == [4, 8, 16, 32, 64]
+    with torch.no_grad():
+        feats = model(torch.randn(1, 3, 128, 64))
+    assert [tuple(f.shape[-2:]) for f in feats] == [(32, 16), (16, 8), (8, 4), (4, 2), (2, 1)]
+    assert all(f.min() >= 0 for f in feats[:3])
+    # the getter prunes what the maps do not need: no detail branch, fusion or heads
+    kept = {n.split(".")[1] for n, _ in model.named_parameters()}
+    assert not kept & {"layer3_detail", "fuse_sd_4", "spp", "dfm", "head", "seghead_ds"}
 
 
 def test_meta_device_and_dtype_kwargs_reach_every_parameter() -> None:

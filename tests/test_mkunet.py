@@ -268,6 +268,24 @@ def test_channel_mismatch_raises_naming_in_chans(in_chans, channels):
         model(torch.randn(1, channels, 32, 32))
 
 
+def test_features_only_gives_the_pooled_encoder_maps():
+    # spec 1.4: the skips t1..t4 (C1..C4 at 1/2..1/16) and the bottleneck (C5 at 1/32)
+    model = timm.create_model("mk_unet_t", features_only=True).eval()
+    assert model.feature_info.channels() == [4, 8, 16, 24, 32]
+    assert model.feature_info.reduction() == [2, 4, 8, 16, 32]
+    with torch.no_grad():
+        feats = model(torch.randn(1, 3, 64, 96))
+    assert [tuple(f.shape[1:]) for f in feats] == [
+        (4, 32, 48),
+        (8, 16, 24),
+        (16, 8, 12),
+        (24, 4, 6),
+        (32, 2, 3),
+    ]
+    # the getter prunes the decoder (it needs every encoder map): only the encoder is left
+    assert {n.split(".")[1] for n, _ in model.named_parameters()} == {"encoder"}
+
+
 def test_unknown_kwarg_raises_type_error():
     with pytest.raises(TypeError):
         timm.create_model("mk_unet_t", not_a_model_arg=1)

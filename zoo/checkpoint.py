@@ -37,7 +37,9 @@ ModelT = TypeVar("ModelT", bound=nn.Module)
 _SAFE_GLOBALS = [argparse.Namespace]
 # where timm's `load_state_dict` looks for the weights inside a checkpoint dict, in its order
 _WRAPPERS = ("state_dict_ema", "model_ema", "state_dict", "model")
-_BLOCKED_GLOBAL = re.compile(r"Unsupported global: GLOBAL (\S+)")
+# torch's two phrasings: "Unsupported global: GLOBAL a.B was not ..." and "Trying to load
+# unsupported GLOBAL posix.mkdir whose module posix is blocked"
+_BLOCKED_GLOBAL = re.compile(r"[Uu]nsupported (?:global: )?GLOBAL (\S+)")
 
 
 def _invalid(path: str, reason: str) -> CheckpointError:
@@ -125,6 +127,10 @@ def build_model(
     return build_model_with_cfg(model_cls, variant, pretrained, **kwargs)
 
 
+def _count(keys: list[str], what: str) -> str:
+    return f"{len(keys)} {what} keys" + (f" ({first_few(keys)})" if keys else "")
+
+
 def _hint(text: str) -> str:
     return f"; {text}" if text else ""
 
@@ -140,13 +146,15 @@ def check_state_dict_fits(
 ) -> None:
     """Raise `CheckpointError` unless `state_dict` (already in the model's key layout) loads.
 
-    Left to timm's loader, which handles them after the filter: the classifier keys (dropped
-    when num_classes differs) and an input conv whose channel count differs (adapted to
-    in_chans). A missing BatchNorm `num_batches_tracked` is filled in by BatchNorm itself.
+    Left to timm's loader, which handles them after the filter: the classifier keys when
+    num_classes differs from the pretrained cfg (timm drops them) and an input conv whose
+    channel count differs (adapted to in_chans). A missing BatchNorm `num_batches_tracked` is
+    filled in by BatchNorm itself.
     `hint_keys` / `hint_shapes` end the message for mismatched keys / shapes (what to try).
     """
     cfg = getattr(model, "pretrained_cfg", None) or {}
-    classifier = _prefixes(cfg.get("classifier"))
+    dropped_by_timm = getattr(model, "num_classes", None) != cfg.get("num_classes")
+    classifier = _prefixes(cfg.get("classifier")) if dropped_by_timm else ()
     input_convs = {f"{n}weight" for n in _prefixes(cfg.get("first_conv"))}
     expected = model.state_dict()
     name = model_name(model)
@@ -154,15 +162,15 @@ def check_state_dict_fits(
     missing = [
         k
         for k in expected
-        if k not in state_dict and not k.startswith(classifier)
+        if k not in state_dict
+        and not k.startswith(classifier)
         and not k.endswith(".num_batches_tracked")
-    ]  # fmt: skip
+    ]
     unexpected = [k for k in state_dict if k not in expected and not k.startswith(classifier)]
     if missing or unexpected:
         raise CheckpointError(
-            f"checkpoint does not fit {name}: {len(missing)} missing keys"
-            f"{f' ({first_few(missing)})' if missing else ''}, {len(unexpected)} unexpected keys"
-            f"{f' ({first_few(unexpected)})' if unexpected else ''}{_hint(hint_keys)}"
+            f"checkpoint does not fit {name}: {_count(missing, 'missing')}, "
+            f"{_count(unexpected, 'unexpected')}{_hint(hint_keys)}"
         )
 
     def adaptable(key: str, have: Tensor, want: Tensor) -> bool:
