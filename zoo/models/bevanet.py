@@ -529,6 +529,7 @@ class BEVANet(nn.Module):
     """BEVANet segmentation network (see the module docstring for the layout)."""
 
     output_stride = 8
+    default_loss = "bevanet"  # the official OHEM + boundary loss, for SegmentationTask(loss="auto")
 
     def __init__(
         self,
