@@ -454,3 +454,15 @@ def test_train_py_reports_a_bad_pretrained_file_in_one_line(kind: str, tmp_path:
     expected = "checkpoint file not found" if kind == "missing" else "not a valid checkpoint"
     assert len(errors) == 1 and expected in errors[0] and str(path) in errors[0], res.stderr
     assert "Traceback" not in res.stderr and "weights_only" not in res.stderr
+
+
+@pytest.mark.parametrize("kind", ["missing", "random_bytes"])
+def test_create_model_by_name_checks_the_file_for_any_timm_model(kind: str, tmp_path: Path) -> None:
+    from zoo.tasks.common import create_model_by_name
+
+    path = tmp_path / "weights.pth"
+    if kind != "missing":
+        _write_bad_file(kind, path)
+    # resnet18 is timm's own: timm would fail with an empty FileNotFoundError / pickle advice
+    with pytest.raises(CheckpointError, match=re.escape(str(path))):
+        create_model_by_name("resnet18", pretrained_file=str(path), device="meta")

@@ -31,6 +31,12 @@ def create_model_by_name(
             f"unknown model name '{model_name}' (not registered with timm or the zoo).{hint}"
         )
     if pretrained_file is not None:
+        from ..checkpoint import load_checkpoint_file
+
+        # For timm's own models too: a missing or non-checkpoint file is a CheckpointError (one
+        # `error:` line in train.py), not timm's bare FileNotFoundError or torch's advice to
+        # unpickle with weights_only=False. A zip checkpoint is memory-mapped for this check.
+        load_checkpoint_file(pretrained_file, mmap=True)
         kwargs.update(pretrained=True, pretrained_cfg_overlay=dict(file=pretrained_file))
     return timm.create_model(model_name, **kwargs)
 
