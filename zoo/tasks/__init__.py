@@ -4,6 +4,7 @@ from .callbacks import TrainingFigures
 from .checkpoint_io import AtomicCheckpointIO
 from .classification import ClassificationTask
 from .common import TimmTask, create_model_by_name
+from .distillation import DistillationTask as DistillationTask  # re-export
 from .segmentation import SegmentationTask
 
 __all__ = [
