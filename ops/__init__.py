@@ -1,6 +1,7 @@
 """Kernels for the zoo, one package per op (imports torch and triton only, nothing of zoo).
 
 - `ops.dwconv`: depthwise 2-D convolution (`dwconv2d`, `DepthwiseConv2d`, `set_backend`).
+- `ops.scan`: mamba's selective scan (`selective_scan`, `ops.scan.set_backend`).
 
 Shared: `_geometry` (output sizes, live taps), `_layout` (memory formats), `_build` (our C
 sources compiled on first use). Triton is imported with the op's triton backend; without it
@@ -8,5 +9,13 @@ that backend reports itself unavailable.
 """
 
 from .dwconv import BACKENDS, DepthwiseConv2d, dwconv2d, get_backend, set_backend
+from .scan import selective_scan
 
-__all__ = ["BACKENDS", "DepthwiseConv2d", "dwconv2d", "get_backend", "set_backend"]
+__all__ = [
+    "BACKENDS",
+    "DepthwiseConv2d",
+    "dwconv2d",
+    "get_backend",
+    "selective_scan",
+    "set_backend",
+]

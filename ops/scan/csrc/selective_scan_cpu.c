@@ -1,0 +1,598 @@
+/* Selective scan for CPU (mamba's selective_scan_fn semantics): forward and backward, float32
+   and float64. Loaded by ops/scan/native.py, which compiles this file on first use.
+
+   Work item: VEC consecutive channels of one group of one batch element (VEC = 16 floats or 8
+   doubles: one AVX-512 register, two AVX2 registers; GCC vector extensions keep one source
+   for whatever -march=native offers). A group's channels share variable B and C, so those are
+   broadcast scalars; lanes past the group's end compute on zeros and are never stored. The
+   sequence is processed in chunks of `chunk` steps: u, delta, z (and the output) are transposed
+   into [step][lane] buffers, then each state index n runs its recurrence over the chunk
+   (x = exp(delta A) x + delta B u, one exp per step and state), four at a time so that four
+   independent dependency chains overlap.
+
+   The forward stores the state at the end of every chunk. The backward walks the chunks in
+   reverse: it recomputes the chunk's states from the stored one before it (keeping them and
+   their decay factors in scratch), then runs the adjoint recurrence h_l = dy_l C_l +
+   a_{l+1} h_{l+1} backwards through the chunk. Nothing of size (batch, dim, L, N) is stored.
+
+   Reductions: dA, fixed dB/dC, dD and d(delta_bias) are written per batch element (summed by
+   the caller); variable dB/dC sum over a group's channels, which several threads may share:
+   each thread owns the groups whose items all fall in its share and adds into those directly;
+   the at most two groups it shares with neighbours go to two private slots, added in after a
+   barrier. Results are deterministic for a given thread count.
+
+   Threads: OpenMP, PyTorch's own (see dwconv_cpu.c). This file includes itself once per
+   element type: the first pass below holds what both share. */
+
+#ifndef REAL
+
+#include <omp.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* One call, filled field by field by ops/scan/native.py (its ctypes mirror, `ScanArgs`,
+   checks sizeof against scan_args_size()). Tensors are contiguous and of the compute type;
+   NULL where absent or not wanted. */
+typedef struct {
+    int64_t batch, dim, length, dstate, groups;
+    int64_t chunk; /* steps per chunk; states: (batch, dim, ceil(length / chunk), dstate) */
+    int32_t variable_B, variable_C, softplus, threads;
+    const void *u, *delta, *A, *B, *C, *D, *z, *delta_bias; /* inputs */
+    void *out, *states;                                     /* forward outputs */
+    const void *dout;                                       /* backward: also reads states */
+    void *du, *ddelta, *dz;                                 /* (batch, dim, length) */
+    void *dA, *dD, *ddelta_bias; /* per batch element: (batch, dim, dstate), (batch, dim) x 2 */
+    void *dB, *dC; /* fixed: per batch element (batch, dim, dstate); variable: (batch, groups,
+                      dstate, length), zeroed by the caller */
+} scan_args;
+
+int scan_args_size(void) { return (int)sizeof(scan_args); }
+
+enum { SCAN_OK = 0, SCAN_NO_MEMORY = 1 };
+
+/* State indices whose recurrences run side by side (independent dependency chains). */
+#define NB 4
+
+typedef float vec_f32 __attribute__((vector_size(64)));
+typedef int32_t ivec_f32 __attribute__((vector_size(64)));
+typedef double vec_f64 __attribute__((vector_size(64)));
+typedef int64_t ivec_f64 __attribute__((vector_size(64)));
+
+/* exp: x = k ln2 + r, |r| <= ln2 / 2, exp(r) by polynomial, times 2^k through the exponent
+   bits. Arguments are clamped to the normal range (exp(-87.3) ~ 1e-38 stands in for smaller
+   results, exp(88) for larger ones). float: Cephes' expf polynomial (~1 ulp). */
+static inline vec_f32 vexp_f32(vec_f32 x) {
+    const vec_f32 lo = (vec_f32){0} - 87.33654f, hi = (vec_f32){0} + 88.0f;
+    x = (vec_f32)(((ivec_f32)x & (x > lo)) | ((ivec_f32)lo & ~(x > lo)));
+    x = (vec_f32)(((ivec_f32)x & (x < hi)) | ((ivec_f32)hi & ~(x < hi)));
+    const float magic = 12582912.0f; /* 1.5 * 2^23: adding it rounds to an integer */
+    vec_f32 k = (x * 1.44269504088896341f + magic) - magic;
+    vec_f32 r = x - k * 0.693359375f;
+    r = r - k * -2.12194440e-4f;
+    vec_f32 p = (vec_f32){0} + 1.9875691500e-4f;
+    p = p * r + 1.3981999507e-3f;
+    p = p * r + 8.3334519073e-3f;
+    p = p * r + 4.1665795894e-2f;
+    p = p * r + 1.6666665459e-1f;
+    p = p * r + 5.0000001201e-1f;
+    p = p * r * r + r + 1.0f;
+    ivec_f32 e = (__builtin_convertvector(k, ivec_f32) + 127) << 23;
+    return p * (vec_f32)e;
+}
+
+/* double: Taylor series to r^13 (truncation < 1e-17 relative). */
+static inline vec_f64 vexp_f64(vec_f64 x) {
+    const vec_f64 lo = (vec_f64){0} - 708.39, hi = (vec_f64){0} + 709.0;
+    x = (vec_f64)(((ivec_f64)x & (x > lo)) | ((ivec_f64)lo & ~(x > lo)));
+    x = (vec_f64)(((ivec_f64)x & (x < hi)) | ((ivec_f64)hi & ~(x < hi)));
+    const double magic = 6755399441055744.0; /* 1.5 * 2^52 */
+    vec_f64 k = (x * 1.4426950408889634 + magic) - magic;
+    vec_f64 r = x - k * 6.93145751953125e-1;
+    r = r - k * 1.42860682030941723212e-6;
+    vec_f64 p = (vec_f64){0} + 1.0 / 6227020800.0;
+    static const double inverse_factorial[] = {
+        1.0 / 479001600.0, 1.0 / 39916800.0, 1.0 / 3628800.0, 1.0 / 362880.0, 1.0 / 40320.0,
+        1.0 / 5040.0,      1.0 / 720.0,      1.0 / 120.0,     1.0 / 24.0,     1.0 / 6.0,
+        1.0 / 2.0,         1.0,              1.0};
+    for (int i = 0; i < 13; ++i) p = p * r + inverse_factorial[i];
+    ivec_f64 e = (__builtin_convertvector(k, ivec_f64) + 1023) << 52;
+    return p * (vec_f64)e;
+}
+
+static inline int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
+
+/* 64-byte aligned (vector loads assume it); NULL and *failed set when it cannot be had. */
+static void *scratch(size_t bytes, int *failed) {
+    void *p = aligned_alloc(64, (bytes + 63) / 64 * 64);
+    if (!p) {
+#pragma omp atomic write
+        *failed = 1;
+    }
+    return p;
+}
+
+#define CAT_(a, b) a##b
+#define CAT(a, b) CAT_(a, b)
+#define NAME(name) CAT(name, SUFFIX)
+
+#define REAL float
+#define VEC 16
+#define VEC_T vec_f32
+#define IVEC_T ivec_f32
+#define VEXP vexp_f32
+#define LOG1P_TERMS 7 /* 2 atanh(s) to s^13: < 2e-8 relative */
+#define SUFFIX _f32
+#include __FILE__
+#undef REAL
+#undef VEC
+#undef VEC_T
+#undef IVEC_T
+#undef VEXP
+#undef LOG1P_TERMS
+#undef SUFFIX
+
+#define REAL double
+#define VEC 8
+#define VEC_T vec_f64
+#define IVEC_T ivec_f64
+#define VEXP vexp_f64
+#define LOG1P_TERMS 16 /* to s^31: < 1e-17 relative */
+#define SUFFIX _f64
+#include __FILE__
+
+#else /* ---------------------------------------------------------------------------------- */
+/* One element type: REAL, VEC lanes of VEC_T. */
+
+static inline VEC_T NAME(splat)(REAL s) { return (VEC_T){0} + s; }
+
+static inline VEC_T NAME(select)(IVEC_T mask, VEC_T a, VEC_T b) {
+    return (VEC_T)((mask & (IVEC_T)a) | (~mask & (IVEC_T)b));
+}
+
+/* log1p(t) for t in [0, 1] as 2 atanh(s), s = t / (2 + t) <= 1/3 (no cancellation at t ~ 0). */
+static inline VEC_T NAME(log1p01)(VEC_T t) {
+    VEC_T s = t / (t + 2), s2 = s * s;
+    VEC_T p = NAME(splat)((REAL)1 / (2 * LOG1P_TERMS - 1));
+    for (int i = LOG1P_TERMS - 2; i >= 0; --i) p = p * s2 + (REAL)1 / (2 * i + 1);
+    return 2 * s * p;
+}
+
+/* softplus as torch.nn.functional.softplus (threshold 20: the identity above it), and its
+   derivative as torch's softplus_backward (1 above the threshold). */
+static inline VEC_T NAME(softplus)(VEC_T x, VEC_T *derivative) {
+    VEC_T t = VEXP(NAME(select)(x > 0, -x, x)); /* exp(-|x|) */
+    VEC_T positive = NAME(select)(x > 0, x, (VEC_T){0});
+    IVEC_T above = x > 20;
+    if (derivative) {
+        VEC_T sigmoid = NAME(select)(x >= 0, 1 / (1 + t), t / (1 + t));
+        *derivative = NAME(select)(above, NAME(splat)(1), sigmoid);
+    }
+    return NAME(select)(above, x, positive + NAME(log1p01)(t));
+}
+
+static inline VEC_T NAME(sigmoid)(VEC_T x) { return 1 / (1 + VEXP(-x)); }
+
+static inline REAL NAME(hsum)(VEC_T v) {
+    REAL t[VEC];
+    memcpy(t, &v, sizeof(v));
+    for (int width = VEC / 2; width; width >>= 1)
+        for (int i = 0; i < width; ++i) t[i] += t[i + width];
+    return t[0];
+}
+
+/* buf[s][k] = src[k * ld + s] for lanes k < lanes and steps s < steps; other lanes zero. */
+static void NAME(load_transposed)(VEC_T *buf, const REAL *src, int64_t ld, int lanes,
+                                  int64_t steps) {
+    REAL *b = (REAL *)buf;
+    for (int k = 0; k < VEC; ++k) {
+        const REAL *row = src + k * ld;
+        if (k < lanes)
+            for (int64_t s = 0; s < steps; ++s) b[s * VEC + k] = row[s];
+        else
+            for (int64_t s = 0; s < steps; ++s) b[s * VEC + k] = 0;
+    }
+}
+
+static void NAME(store_transposed)(REAL *dst, const VEC_T *buf, int64_t ld, int lanes,
+                                   int64_t steps) {
+    const REAL *b = (const REAL *)buf;
+    for (int k = 0; k < lanes; ++k)
+        for (int64_t s = 0; s < steps; ++s) dst[k * ld + s] = b[s * VEC + k];
+}
+
+/* v[n][k] = src[k * ld + n] (per-channel rows of `count` values, e.g. A or a stored state) */
+static void NAME(load_rows)(VEC_T *v, const REAL *src, int64_t ld, int lanes, int64_t count) {
+    NAME(load_transposed)(v, src, ld, lanes, count);
+}
+
+static void NAME(store_rows)(REAL *dst, const VEC_T *v, int64_t ld, int lanes, int64_t count) {
+    NAME(store_transposed)(dst, v, ld, lanes, count);
+}
+
+/* Where one item's data lives, for one chunk. */
+typedef struct {
+    const REAL *Bp, *Cp; /* variable: the group's (N, L) rows, offset to the chunk's start */
+    const VEC_T *Bv, *Cv, *Av;
+    int64_t length, steps, dstate;
+} NAME(chunk_view);
+
+/* Forward recurrence of states n0 .. n0 + nb - 1 over one chunk (nb, varB and varC are
+   constants after inlining: one specialised loop per combination). */
+static inline __attribute__((always_inline)) void NAME(forward_states)(
+    const NAME(chunk_view) * v, int64_t n0, int nb, int varB, int varC, const VEC_T *dl,
+    const VEC_T *bu, VEC_T *y, VEC_T *x) {
+    VEC_T xr[NB], ar[NB], br[NB], cr[NB];
+    for (int j = 0; j < nb; ++j) {
+        xr[j] = x[n0 + j], ar[j] = v->Av[n0 + j];
+        if (!varB) br[j] = v->Bv[n0 + j];
+        if (!varC) cr[j] = v->Cv[n0 + j];
+    }
+    const REAL *Bp = varB ? v->Bp + n0 * v->length : NULL;
+    const REAL *Cp = varC ? v->Cp + n0 * v->length : NULL;
+    for (int64_t s = 0; s < v->steps; ++s) {
+        VEC_T d = dl[s], b = bu[s], acc = y[s];
+        for (int j = 0; j < nb; ++j) {
+            VEC_T a = VEXP(d * ar[j]);
+            xr[j] = a * xr[j] + b * (varB ? NAME(splat)(Bp[j * v->length + s]) : br[j]);
+            acc += xr[j] * (varC ? NAME(splat)(Cp[j * v->length + s]) : cr[j]);
+        }
+        y[s] = acc;
+    }
+    for (int j = 0; j < nb; ++j) x[n0 + j] = xr[j];
+}
+
+static inline __attribute__((always_inline)) void NAME(forward_chunk_as)(
+    const NAME(chunk_view) * v, int varB, int varC, const VEC_T *dl, const VEC_T *bu,
+    VEC_T *y, VEC_T *x) {
+    int64_t n0 = 0;
+    for (; n0 + NB <= v->dstate; n0 += NB) NAME(forward_states)(v, n0, NB, varB, varC, dl, bu, y, x);
+    for (; n0 < v->dstate; ++n0) NAME(forward_states)(v, n0, 1, varB, varC, dl, bu, y, x);
+}
+
+/* y[s] += sum_n x_s[n] C_s[n] over the chunk, x carried in and out. */
+static void NAME(forward_chunk)(const NAME(chunk_view) * v, int varB, int varC,
+                                const VEC_T *dl, const VEC_T *bu, VEC_T *y, VEC_T *x) {
+    if (varB && varC) NAME(forward_chunk_as)(v, 1, 1, dl, bu, y, x);
+    else if (varB) NAME(forward_chunk_as)(v, 1, 0, dl, bu, y, x);
+    else if (varC) NAME(forward_chunk_as)(v, 0, 1, dl, bu, y, x);
+    else NAME(forward_chunk_as)(v, 0, 0, dl, bu, y, x);
+}
+
+/* The per-chunk inputs of one item: dl = delta' (and its softplus derivative), uu = u,
+   bu = delta' u; zz = z when given. */
+typedef struct {
+    VEC_T *dl, *dsoft, *uu, *bu, *zz;
+} NAME(chunk_inputs);
+
+static void NAME(load_chunk)(const scan_args *a, NAME(chunk_inputs) * in, int64_t row,
+                             int lanes, int64_t l0, int64_t steps, const VEC_T *bias) {
+    const int64_t L = a->length;
+    NAME(load_transposed)(in->dl, (const REAL *)a->delta + row * L + l0, L, lanes, steps);
+    NAME(load_transposed)(in->uu, (const REAL *)a->u + row * L + l0, L, lanes, steps);
+    if (a->z) NAME(load_transposed)(in->zz, (const REAL *)a->z + row * L + l0, L, lanes, steps);
+    for (int64_t s = 0; s < steps; ++s) {
+        VEC_T d = in->dl[s];
+        if (bias) d += *bias;
+        if (a->softplus) d = NAME(softplus)(d, in->dsoft ? &in->dsoft[s] : NULL);
+        in->dl[s] = d;
+        in->bu[s] = d * in->uu[s];
+    }
+}
+
+/* Item -> (batch element, group, first channel, lanes). */
+typedef struct {
+    int64_t b, pair, d0;
+    int lanes;
+} NAME(item);
+
+static NAME(item) NAME(locate)(const scan_args *a, int64_t item) {
+    const int64_t per_group = a->dim / a->groups, blocks = ceil_div(per_group, VEC);
+    NAME(item) it;
+    it.pair = item / blocks; /* b * groups + g */
+    it.b = it.pair / a->groups;
+    const int64_t g = it.pair % a->groups, j = item % blocks;
+    it.d0 = g * per_group + j * VEC;
+    it.lanes = (int)(per_group - j * VEC < VEC ? per_group - j * VEC : VEC);
+    return it;
+}
+
+/* Per-lane values of a (dim,) vector (D, delta_bias) for one item; zero past the lanes. */
+static VEC_T NAME(load_lanes)(const void *src, int64_t d0, int lanes) {
+    VEC_T v = (VEC_T){0};
+    if (src)
+        for (int k = 0; k < lanes; ++k) v[k] = ((const REAL *)src)[d0 + k];
+    return v;
+}
+
+int NAME(scan_forward)(const scan_args *a) {
+    const int64_t L = a->length, N = a->dstate, T = a->chunk, chunks = ceil_div(L, T);
+    const int64_t items = a->batch * a->groups * ceil_div(a->dim / a->groups, VEC);
+    const int varB = a->variable_B, varC = a->variable_C;
+    const REAL *A = a->A, *B = a->B, *C = a->C;
+    int failed = 0;
+#pragma omp parallel num_threads(a->threads)
+    {
+        VEC_T *buf = scratch(sizeof(VEC_T) * (5 * T + 4 * N), &failed);
+        NAME(chunk_inputs) in = {0};
+        VEC_T *y = NULL, *Av = NULL, *Bv = NULL, *Cv = NULL, *x = NULL;
+        if (buf) {
+            in.dl = buf, in.uu = buf + T, in.bu = buf + 2 * T, in.zz = buf + 3 * T;
+            y = buf + 4 * T, Av = y + T, Bv = Av + N, Cv = Bv + N, x = Cv + N;
+        }
+#pragma omp for schedule(static)
+        for (int64_t item = 0; item < items; ++item) {
+            if (!buf) continue;
+            const NAME(item) it = NAME(locate)(a, item);
+            const int64_t row = it.b * a->dim + it.d0;
+            NAME(load_rows)(Av, A + it.d0 * N, N, it.lanes, N);
+            if (!varB) NAME(load_rows)(Bv, B + it.d0 * N, N, it.lanes, N);
+            if (!varC) NAME(load_rows)(Cv, C + it.d0 * N, N, it.lanes, N);
+            const VEC_T Dv = NAME(load_lanes)(a->D, it.d0, it.lanes);
+            const VEC_T bias = NAME(load_lanes)(a->delta_bias, it.d0, it.lanes);
+            memset(x, 0, sizeof(VEC_T) * N);
+            NAME(chunk_view) v = {.Bv = Bv, .Cv = Cv, .Av = Av, .length = L, .dstate = N};
+            for (int64_t c = 0; c < chunks; ++c) {
+                const int64_t l0 = c * T, steps = L - l0 < T ? L - l0 : T;
+                NAME(load_chunk)(a, &in, row, it.lanes, l0, steps, a->delta_bias ? &bias : NULL);
+                for (int64_t s = 0; s < steps; ++s) y[s] = Dv * in.uu[s];
+                v.Bp = varB ? B + it.pair * N * L + l0 : NULL;
+                v.Cp = varC ? C + it.pair * N * L + l0 : NULL;
+                v.steps = steps;
+                NAME(forward_chunk)(&v, varB, varC, in.dl, in.bu, y, x);
+                NAME(store_rows)((REAL *)a->states + (row * chunks + c) * N, x, chunks * N,
+                                 it.lanes, N);
+                if (a->z)
+                    for (int64_t s = 0; s < steps; ++s)
+                        y[s] *= in.zz[s] * NAME(sigmoid)(in.zz[s]);
+                NAME(store_transposed)((REAL *)a->out + row * L + l0, y, L, it.lanes, steps);
+            }
+        }
+        free(buf);
+    }
+    return failed ? SCAN_NO_MEMORY : SCAN_OK;
+}
+
+/* Recompute states n0 .. n0 + nb - 1 over one chunk from x (carried out again), keeping every
+   state and decay factor in xs / as ([step][n]); y[s] += x C; dC gets dy x. */
+static inline __attribute__((always_inline)) void NAME(recompute_states)(
+    const NAME(chunk_view) * v, int64_t n0, int nb, int varB, int varC, const VEC_T *dl,
+    const VEC_T *bu, const VEC_T *dy, VEC_T *y, VEC_T *x, VEC_T *xs, VEC_T *as, REAL *dC,
+    VEC_T *dC_fixed) {
+    const int64_t N = v->dstate, L = v->length;
+    VEC_T xr[NB], ar[NB], br[NB], cr[NB], gc[NB];
+    for (int j = 0; j < nb; ++j) {
+        xr[j] = x[n0 + j], ar[j] = v->Av[n0 + j];
+        if (!varB) br[j] = v->Bv[n0 + j];
+        if (!varC) cr[j] = v->Cv[n0 + j], gc[j] = dC_fixed[n0 + j];
+    }
+    const REAL *Bp = varB ? v->Bp + n0 * L : NULL, *Cp = varC ? v->Cp + n0 * L : NULL;
+    for (int64_t s = 0; s < v->steps; ++s) {
+        VEC_T d = dl[s], b = bu[s], g = dy[s], acc = y[s];
+        for (int j = 0; j < nb; ++j) {
+            VEC_T a = VEXP(d * ar[j]);
+            xr[j] = a * xr[j] + b * (varB ? NAME(splat)(Bp[j * L + s]) : br[j]);
+            as[s * N + n0 + j] = a;
+            xs[s * N + n0 + j] = xr[j];
+            acc += xr[j] * (varC ? NAME(splat)(Cp[j * L + s]) : cr[j]);
+            if (varC) dC[(n0 + j) * L + s] += NAME(hsum)(g * xr[j]);
+            else gc[j] += g * xr[j];
+        }
+        y[s] = acc;
+    }
+    for (int j = 0; j < nb; ++j) {
+        x[n0 + j] = xr[j];
+        if (!varC) dC_fixed[n0 + j] = gc[j];
+    }
+}
+
+/* The adjoint recurrence of states n0 .. n0 + nb - 1 backwards through one chunk: with
+   h_s = dy_s C_s + q_{s+1} (q carried in from the next chunk) and q_s = a_s h_s, the step's
+   decay gets q_s x_{s-1} (-> delta and A) and its drive h_s (-> delta, u and B). */
+static inline __attribute__((always_inline)) void NAME(reverse_states)(
+    const NAME(chunk_view) * v, int64_t n0, int nb, int varB, int varC, const VEC_T *dl,
+    const VEC_T *uu, const VEC_T *bu, const VEC_T *dy, const VEC_T *xs, const VEC_T *as,
+    const VEC_T *x0, VEC_T *q, VEC_T *ddl, VEC_T *dub, VEC_T *dA, REAL *dB, VEC_T *dB_fixed) {
+    const int64_t N = v->dstate, L = v->length;
+    VEC_T qr[NB], ar[NB], br[NB], cr[NB], ga[NB], gb[NB];
+    for (int j = 0; j < nb; ++j) {
+        qr[j] = q[n0 + j], ar[j] = v->Av[n0 + j], ga[j] = dA[n0 + j];
+        if (!varB) br[j] = v->Bv[n0 + j], gb[j] = dB_fixed[n0 + j];
+        if (!varC) cr[j] = v->Cv[n0 + j];
+    }
+    const REAL *Bp = varB ? v->Bp + n0 * L : NULL, *Cp = varC ? v->Cp + n0 * L : NULL;
+    for (int64_t s = v->steps - 1; s >= 0; --s) {
+        VEC_T g = dy[s], d = dl[s], us = uu[s], b = bu[s], acc_d = ddl[s], acc_u = dub[s];
+        for (int j = 0; j < nb; ++j) {
+            VEC_T h = g * (varC ? NAME(splat)(Cp[j * L + s]) : cr[j]) + qr[j];
+            VEC_T x_prev = s ? xs[(s - 1) * N + n0 + j] : x0[n0 + j];
+            qr[j] = as[s * N + n0 + j] * h;
+            VEC_T w = qr[j] * x_prev;
+            VEC_T hB = h * (varB ? NAME(splat)(Bp[j * L + s]) : br[j]);
+            acc_d += w * ar[j] + hB * us;
+            acc_u += hB * d;
+            ga[j] += w * d;
+            if (varB) dB[(n0 + j) * L + s] += NAME(hsum)(h * b);
+            else gb[j] += h * b;
+        }
+        ddl[s] = acc_d, dub[s] = acc_u;
+    }
+    for (int j = 0; j < nb; ++j) {
+        q[n0 + j] = qr[j], dA[n0 + j] = ga[j];
+        if (!varB) dB_fixed[n0 + j] = gb[j];
+    }
+}
+
+/* Buffers of one backward item. */
+typedef struct {
+    const VEC_T *dl, *uu, *bu, *dy, *x0;
+    VEC_T *y, *x, *xs, *as, *q, *ddl, *dub, *dA, *dB_fixed, *dC_fixed;
+    REAL *dB, *dC; /* variable: offset to the chunk's start */
+} NAME(backward_buffers);
+
+static inline __attribute__((always_inline)) void NAME(backward_chunk_as)(
+    const NAME(chunk_view) * v, int varB, int varC, const NAME(backward_buffers) * w) {
+    const int64_t N = v->dstate;
+    int64_t n0 = 0;
+    for (; n0 + NB <= N; n0 += NB)
+        NAME(recompute_states)(v, n0, NB, varB, varC, w->dl, w->bu, w->dy, w->y, w->x, w->xs,
+                               w->as, w->dC, w->dC_fixed);
+    for (; n0 < N; ++n0)
+        NAME(recompute_states)(v, n0, 1, varB, varC, w->dl, w->bu, w->dy, w->y, w->x, w->xs,
+                               w->as, w->dC, w->dC_fixed);
+}
+
+static inline __attribute__((always_inline)) void NAME(reverse_chunk_as)(
+    const NAME(chunk_view) * v, int varB, int varC, const NAME(backward_buffers) * w) {
+    const int64_t N = v->dstate;
+    int64_t n0 = 0;
+    for (; n0 + NB <= N; n0 += NB)
+        NAME(reverse_states)(v, n0, NB, varB, varC, w->dl, w->uu, w->bu, w->dy, w->xs, w->as,
+                             w->x0, w->q, w->ddl, w->dub, w->dA, w->dB, w->dB_fixed);
+    for (; n0 < N; ++n0)
+        NAME(reverse_states)(v, n0, 1, varB, varC, w->dl, w->uu, w->bu, w->dy, w->xs, w->as,
+                             w->x0, w->q, w->ddl, w->dub, w->dA, w->dB, w->dB_fixed);
+}
+
+static void NAME(recompute_chunk)(const NAME(chunk_view) * v, int varB, int varC,
+                                  const NAME(backward_buffers) * w) {
+    if (varB && varC) NAME(backward_chunk_as)(v, 1, 1, w);
+    else if (varB) NAME(backward_chunk_as)(v, 1, 0, w);
+    else if (varC) NAME(backward_chunk_as)(v, 0, 1, w);
+    else NAME(backward_chunk_as)(v, 0, 0, w);
+}
+
+static void NAME(reverse_chunk)(const NAME(chunk_view) * v, int varB, int varC,
+                                const NAME(backward_buffers) * w) {
+    if (varB && varC) NAME(reverse_chunk_as)(v, 1, 1, w);
+    else if (varB) NAME(reverse_chunk_as)(v, 1, 0, w);
+    else if (varC) NAME(reverse_chunk_as)(v, 0, 1, w);
+    else NAME(reverse_chunk_as)(v, 0, 0, w);
+}
+
+int NAME(scan_backward)(const scan_args *a) {
+    const int64_t L = a->length, N = a->dstate, T = a->chunk, chunks = ceil_div(L, T);
+    const int64_t blocks = ceil_div(a->dim / a->groups, VEC);
+    const int64_t items = a->batch * a->groups * blocks;
+    const int varB = a->variable_B, varC = a->variable_C, threads = a->threads;
+    const REAL *A = a->A, *B = a->B, *C = a->C;
+    /* Two private slots per thread for the groups it shares, each (dB, dC) of (N, L). */
+    const int64_t slot = (varB || varC) ? 2 * N * L : 0;
+    REAL *slots = slot ? aligned_alloc(64, (sizeof(REAL) * 2 * threads * slot + 63) / 64 * 64)
+                       : NULL;
+    int64_t *slot_pair = malloc(sizeof(int64_t) * 2 * threads);
+    if ((slot && !slots) || !slot_pair) {
+        free(slots);
+        free(slot_pair);
+        return SCAN_NO_MEMORY;
+    }
+    for (int i = 0; i < 2 * threads; ++i) slot_pair[i] = -1;
+    int failed = 0;
+#pragma omp parallel num_threads(threads)
+    {
+        const int t = omp_get_thread_num(), team = omp_get_num_threads();
+        const int64_t lo = items * t / team, hi = items * (t + 1) / team;
+        VEC_T *buf = scratch(sizeof(VEC_T) * ((10 + 2 * N) * T + 9 * N), &failed);
+        REAL *mine = slots ? slots + 2 * t * slot : NULL;
+        if (buf && mine) memset(mine, 0, sizeof(REAL) * 2 * slot);
+        for (int64_t item = lo; item < hi && buf; ++item) {
+            const NAME(item) it = NAME(locate)(a, item);
+            const int64_t row = it.b * a->dim + it.d0;
+            VEC_T *p = buf;
+            NAME(chunk_inputs) in = {p, p + T, p + 2 * T, p + 3 * T, p + 4 * T};
+            VEC_T *go = p + 5 * T, *dy = p + 6 * T, *y = p + 7 * T, *ddl = p + 8 * T;
+            VEC_T *dub = p + 9 * T, *xs = p + 10 * T, *as = xs + N * T, *Av = as + N * T;
+            VEC_T *Bv = Av + N, *Cv = Bv + N, *x0 = Cv + N, *x = x0 + N, *q = x + N;
+            VEC_T *dA = q + N, *dB_fixed = dA + N, *dC_fixed = dB_fixed + N;
+            if (!a->softplus) in.dsoft = NULL;
+            NAME(load_rows)(Av, A + it.d0 * N, N, it.lanes, N);
+            if (!varB) NAME(load_rows)(Bv, B + it.d0 * N, N, it.lanes, N);
+            if (!varC) NAME(load_rows)(Cv, C + it.d0 * N, N, it.lanes, N);
+            const VEC_T Dv = NAME(load_lanes)(a->D, it.d0, it.lanes);
+            const VEC_T bias = NAME(load_lanes)(a->delta_bias, it.d0, it.lanes);
+            memset(q, 0, sizeof(VEC_T) * 4 * N); /* q, dA, dB_fixed, dC_fixed */
+            VEC_T dD = (VEC_T){0}, dbias = (VEC_T){0};
+            /* variable dB, dC: straight into the output when this thread owns the group */
+            REAL *dB = NULL, *dC = NULL;
+            if (slot) {
+                const int owned = it.pair * blocks >= lo && (it.pair + 1) * blocks <= hi;
+                const int which = it.pair == lo / blocks ? 0 : 1;
+                if (!owned) slot_pair[2 * t + which] = it.pair;
+                dB = owned ? (REAL *)a->dB + it.pair * N * L : mine + which * slot;
+                dC = owned ? (REAL *)a->dC + it.pair * N * L : mine + which * slot + N * L;
+            }
+            NAME(chunk_view) v = {.Bv = Bv, .Cv = Cv, .Av = Av, .length = L, .dstate = N};
+            NAME(backward_buffers) w = {.dl = in.dl, .uu = in.uu, .bu = in.bu, .dy = dy,
+                                        .x0 = x0, .y = y, .x = x, .xs = xs, .as = as, .q = q,
+                                        .ddl = ddl, .dub = dub, .dA = dA,
+                                        .dB_fixed = dB_fixed, .dC_fixed = dC_fixed};
+            for (int64_t c = chunks - 1; c >= 0; --c) {
+                const int64_t l0 = c * T, steps = L - l0 < T ? L - l0 : T;
+                NAME(load_chunk)(a, &in, row, it.lanes, l0, steps, a->delta_bias ? &bias : NULL);
+                NAME(load_transposed)(go, (const REAL *)a->dout + row * L + l0, L, it.lanes,
+                                      steps);
+                for (int64_t s = 0; s < steps; ++s)
+                    dy[s] = a->z ? go[s] * in.zz[s] * NAME(sigmoid)(in.zz[s]) : go[s];
+                if (c > 0)
+                    NAME(load_rows)(x0, (const REAL *)a->states + (row * chunks + c - 1) * N,
+                                    chunks * N, it.lanes, N);
+                else
+                    memset(x0, 0, sizeof(VEC_T) * N);
+                memcpy(x, x0, sizeof(VEC_T) * N);
+                for (int64_t s = 0; s < steps; ++s) y[s] = (VEC_T){0};
+                v.Bp = varB ? B + it.pair * N * L + l0 : NULL;
+                v.Cp = varC ? C + it.pair * N * L + l0 : NULL;
+                v.steps = steps;
+                w.dB = dB ? dB + l0 : NULL;
+                w.dC = dC ? dC + l0 : NULL;
+                NAME(recompute_chunk)(&v, varB, varC, &w);
+                if (a->z) { /* dz = dout (y + D u) silu'(z); go becomes dz */
+                    for (int64_t s = 0; s < steps; ++s) {
+                        VEC_T zs = in.zz[s], sg = NAME(sigmoid)(zs);
+                        go[s] = go[s] * (y[s] + Dv * in.uu[s]) * sg * (1 + zs * (1 - sg));
+                    }
+                    NAME(store_transposed)((REAL *)a->dz + row * L + l0, go, L, it.lanes,
+                                           steps);
+                }
+                for (int64_t s = 0; s < steps; ++s) {
+                    ddl[s] = (VEC_T){0};
+                    dub[s] = Dv * dy[s];
+                    dD += dy[s] * in.uu[s];
+                }
+                NAME(reverse_chunk)(&v, varB, varC, &w);
+                for (int64_t s = 0; s < steps; ++s) {
+                    if (a->softplus) ddl[s] *= in.dsoft[s];
+                    dbias += ddl[s];
+                }
+                NAME(store_transposed)((REAL *)a->ddelta + row * L + l0, ddl, L, it.lanes,
+                                       steps);
+                NAME(store_transposed)((REAL *)a->du + row * L + l0, dub, L, it.lanes, steps);
+            }
+            NAME(store_rows)((REAL *)a->dA + row * N, dA, N, it.lanes, N);
+            if (!varB) NAME(store_rows)((REAL *)a->dB + row * N, dB_fixed, N, it.lanes, N);
+            if (!varC) NAME(store_rows)((REAL *)a->dC + row * N, dC_fixed, N, it.lanes, N);
+            for (int k = 0; k < it.lanes; ++k) {
+                if (a->dD) ((REAL *)a->dD)[row + k] = dD[k];
+                if (a->ddelta_bias) ((REAL *)a->ddelta_bias)[row + k] = dbias[k];
+            }
+        }
+        free(buf);
+        if (slot) {
+#pragma omp barrier
+#pragma omp for schedule(static)
+            for (int64_t i = 0; i < N * L; ++i)
+                for (int s = 0; s < 2 * team; ++s) {
+                    const int64_t pair = slot_pair[s];
+                    if (pair < 0) continue;
+                    const REAL *from = slots + s * slot;
+                    if (varB) ((REAL *)a->dB)[pair * N * L + i] += from[i];
+                    if (varC) ((REAL *)a->dC)[pair * N * L + i] += from[N * L + i];
+                }
+        }
+    }
+    free(slots);
+    free(slot_pair);
+    return failed ? SCAN_NO_MEMORY : SCAN_OK;
+}
+
+#endif
