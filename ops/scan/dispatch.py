@@ -89,8 +89,9 @@ def forward(u, delta, A, B, C, D, z, delta_bias, delta_softplus: bool, backend: 
 
 def backward(grad_out, u, delta, A, B, C, D, z, delta_bias, states, delta_softplus: bool,
              backend: str, output_mask) -> tuple[Tensor | None, ...]:  # fmt: skip
-    """Gradients of (u, delta, A, B, C, D, z, delta_bias) in their dtypes; None for inputs
-    that are None or not asked for in output_mask."""
+    """Gradients of (u, delta, A, B, C, D, z, delta_bias) in their dtypes, contiguous like the
+    fake implementation's; None for inputs that are None or not asked for in output_mask."""
     chosen = IMPLEMENTATIONS[choose(u, backend)]
-    return chosen.backward(grad_out, u, delta, A, B, C, D, z, delta_bias, states,
-                           delta_softplus, CHUNK, output_mask)  # fmt: skip
+    grads = chosen.backward(grad_out, u, delta, A, B, C, D, z, delta_bias, states,
+                            delta_softplus, CHUNK, output_mask)  # fmt: skip
+    return tuple(None if g is None else g.contiguous() for g in grads)
