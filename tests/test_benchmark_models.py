@@ -1,4 +1,5 @@
-"""tools/benchmark_models.py: FLOP counting of the zoo's custom depthwise op, checked by hand."""
+"""tools/benchmark_models.py: FLOP counting of the zoo's custom depthwise op, checked by hand;
+the default model selection, derived from the registry."""
 
 import sys
 from pathlib import Path
@@ -7,10 +8,18 @@ import torch
 import torch.nn as nn
 from fvcore.nn import FlopCountAnalysis
 
+import zoo
 from ops import DepthwiseConv2d
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tools"))
-from benchmark_models import count_flops, dwconv2d_flop_jit  # noqa: E402
+from benchmark_models import (  # noqa: E402
+    PAPER_FLOPS,
+    count_flops,
+    create_kwargs,
+    default_models,
+    dwconv2d_flop_jit,
+    family_of,
+)
 
 
 class CustomOpConv(nn.Module):
@@ -39,3 +48,20 @@ def test_count_flops_counts_every_depthwise_conv_once() -> None:
     )
     expected = 8 * 16 * 16 * (13 * 13 + 3 * 3) + 4 * 8 * 16 * 16
     assert count_flops(model, (8, 16, 16)) == expected
+
+
+def test_default_models_are_one_per_family_published_flops_first(monkeypatch) -> None:
+    names = default_models()
+    assert [family_of(n) for n in names] == list(zoo.models.FAMILIES)
+    assert all(n in PAPER_FLOPS for n in names)  # every family has a published count today
+    # a family without published FLOPs gets its smallest model, without editing the tool
+    monkeypatch.setattr(zoo.models, "FAMILIES", (*zoo.models.FAMILIES, "inception_next"))
+    assert default_models()[-1] == "inception_next_atto"
+
+
+def test_bevanet_is_benchmarked_as_its_inference_graph_whatever_its_size() -> None:
+    assert {n: create_kwargs(n) for n in ("bevanet_s", "bevanet_l", "mk_unet_b")} == {
+        "bevanet_s": {"aux_heads": False},
+        "bevanet_l": {"aux_heads": False},
+        "mk_unet_b": {},
+    }

@@ -25,6 +25,7 @@ import timm.models
 import timm.utils
 import torch
 import torch.nn as nn
+from zoo_registry import MODELS, SMALLEST, n_params
 
 import zoo
 from zoo.errors import CheckpointError
@@ -32,16 +33,8 @@ from zoo.layers.input_check import check_in_chans
 
 ROOT = Path(__file__).resolve().parents[1]
 FAMILY_FILES = {f: ROOT / "zoo" / "models" / f"{f}.py" for f in zoo.models.FAMILIES}
-MODELS = {f: timm.list_models(module=f) for f in zoo.models.FAMILIES}
 ALL = [(f, name) for f, names in MODELS.items() for name in names]
 SIZE = 64  # a multiple of every family's stride (32) and of BEVANet's 8
-
-
-def n_params(name: str) -> int:
-    return sum(p.numel() for p in timm.create_model(name, device="meta").parameters())
-
-
-SMALLEST = {f: min(names, key=n_params) for f, names in MODELS.items()}
 ALL_NAMES = [pytest.param(name, id=name) for _, name in ALL]
 FAMILY_SMALLEST = [pytest.param(f, id=SMALLEST[f]) for f in zoo.models.FAMILIES]
 

@@ -3,7 +3,10 @@ on our externally registered models.
 
 `make install` fetches the file into .venv/timm-tests (tools/get_timm_tests.py). It runs in a
 subprocess with tests/timm_suite_conftest.py as a plugin (see there). Collection of the ~18k
-timm items costs ~35 s, so all FAST names share one subprocess; every other name is `slow`.
+timm items costs ~35 s, so the FAST names (the smallest model of each family) share one
+subprocess; every other registered name is `slow`. Names come from the registry
+(tests/zoo_registry.py), so a new family or variant is covered without editing this file.
+Dense-prediction models run the part of timm's suite that is not the classification contract.
 """
 
 from __future__ import annotations
@@ -15,21 +18,47 @@ import sys
 from pathlib import Path
 
 import pytest
+import timm
+from zoo_registry import MODELS, SMALLEST, is_dense
 
 ROOT = Path(__file__).resolve().parents[1]
 TIMM_TESTS = ROOT / ".venv" / "timm-tests" / "test_models.py"
 
-# Families add their names here: the smallest variant in FAST, the rest in SLOW.
-FAST = ["unireplknet_a", "inceptionnext_atto"]
-SLOW = [
-    "unireplknet_f", "unireplknet_p", "unireplknet_n", "unireplknet_t", "unireplknet_s",
-    "unireplknet_b", "unireplknet_l", "unireplknet_xl",
-    "inceptionnext_tiny", "inceptionnext_small", "inceptionnext_base", "inceptionnext_base_384",
-]  # fmt: skip
+FAST = list(SMALLEST.values())
+SLOW = [name for names in MODELS.values() for name in names if name not in FAST]
 
-# Fewer passing tests than this for a name means the selection went wrong (timm 1.0.31 runs
-# 11-13 per classification model: forward, backward, cfg, torchscript, features, fx, ...).
-MIN_PASSED_PER_MODEL = 8
+# timm's tests that hold for a dense-prediction model. The others check the classification
+# contract (logits (N, num_classes), pool_size, reset_classifier(0) giving 2-D features, every
+# parameter trained by forward(): our auxiliary heads train through forward_heads) or
+# TorchScript of the whole model, which the dense families do not support.
+DENSE_TESTS = (
+    "test_model_forward",
+    "test_model_forward_features",
+    "test_model_forward_intermediates",
+    "test_model_forward_intermediates_features",
+    "test_prune_intermediate_layers_contract",
+    "test_model_forward_fx",
+    "test_model_forward_fx_torchscript",
+)
+
+# Fewer passing tests than this for a classifier means the selection went wrong (timm 1.0.31
+# runs 11-13 per classification model: forward, backward, cfg, torchscript, features, fx, ...).
+MIN_PASSED_PER_CLASSIFIER = 8
+
+
+def timm_tests_for(name: str) -> tuple[str, ...] | None:
+    """The timm test functions to run on `name`; None: all of them."""
+    return DENSE_TESTS if is_dense(name) else None
+
+
+def _family(name: str) -> str:
+    return timm.models.model_entrypoint(name).__module__
+
+
+def test_suite_covers_every_model_the_zoo_registers_once() -> None:
+    registered = [n for n in timm.list_models() if _family(n).startswith("zoo.")]
+    assert sorted(FAST + SLOW) == sorted(registered)
+    assert sorted(_family(n) for n in FAST) == sorted({_family(n) for n in registered})
 
 
 def run_timm_suite(names: list[str], tmp_path: Path, timeout: int) -> dict[str, dict]:
@@ -38,8 +67,10 @@ def run_timm_suite(names: list[str], tmp_path: Path, timeout: int) -> dict[str, 
         pytest.fail(f"{TIMM_TESTS} is missing: run `make install` (tools/get_timm_tests.py)")
     report = tmp_path / "timm_suite.json"
     env = dict(os.environ)
+    only = {n: list(tests) for n in names if (tests := timm_tests_for(n)) is not None}
     env.update(
         ZOO_TIMM_SUITE_MODELS=",".join(names),
+        ZOO_TIMM_SUITE_TESTS=json.dumps(only),
         ZOO_TIMM_SUITE_REPORT=str(report),
         PYTHONPATH=os.pathsep.join([str(ROOT / "tests"), str(ROOT), env.get("PYTHONPATH", "")]),
         OMP_NUM_THREADS=env.get("OMP_NUM_THREADS", "2"),
@@ -58,10 +89,15 @@ def run_timm_suite(names: list[str], tmp_path: Path, timeout: int) -> dict[str, 
         result = outcomes.get(name, {})
         failed, passed = result.get("failed", []), result.get("passed", [])
         assert not failed, f"timm tests failed for {name}: {failed}\n{tail}"
-        assert len(passed) >= MIN_PASSED_PER_MODEL, (
-            f"only {len(passed)} timm tests passed for {name} (expected >= "
-            f"{MIN_PASSED_PER_MODEL}): {passed}\n{tail}"
-        )
+        selected = timm_tests_for(name)
+        if selected is None:
+            assert len(passed) >= MIN_PASSED_PER_CLASSIFIER, (
+                f"only {len(passed)} timm tests passed for {name} (expected >= "
+                f"{MIN_PASSED_PER_CLASSIFIER}): {passed}\n{tail}"
+            )
+        else:
+            ran = {nodeid.split("::")[-1].split("[")[0] for nodeid in passed}
+            assert ran == set(selected), f"{name}: passed {sorted(ran)}, selected {selected}"
     assert proc.returncode == 0, f"timm suite exited {proc.returncode}:\n{tail}"
     return outcomes
 

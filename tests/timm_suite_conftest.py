@@ -6,7 +6,9 @@ recipe of specs/ecosystem.md section 2.2 without copying anything next to timm's
   decorators call timm.list_models at import time);
 - timm.list_models is wrapped so that `module=` filters also include the zoo family modules
   (test_models.py lists timm module names in FEAT_INTER_FILTERS, which would skip ours);
-- only items whose `model_name` (pretrained tag ignored) is in $ZOO_TIMM_SUITE_MODELS run;
+- only items whose `model_name` (pretrained tag ignored) is in $ZOO_TIMM_SUITE_MODELS run,
+  and for a model named in the JSON mapping $ZOO_TIMM_SUITE_TESTS only the test functions
+  listed for it (dense-prediction models skip the classification contract);
 - per-model outcomes are written as JSON to $ZOO_TIMM_SUITE_REPORT, so the caller can check
   that every model really ran a non-trivial number of tests;
 - timm's markers are declared.
@@ -22,20 +24,14 @@ import pytest
 import timm
 import timm.models
 
-import zoo  # noqa: F401  (registers the zoo families with timm)
+import zoo  # registers the zoo families with timm
 
 TIMM_MARKERS = (
     "base", "forward", "backward", "cfg", "cfg_nonstd", "torchscript", "features",
     "fxforward", "fxbackward",
 )  # fmt: skip
 
-ZOO_MODULES = sorted(
-    {
-        timm.models.model_entrypoint(name).__module__.rsplit(".", 1)[-1]
-        for name in timm.list_models()
-        if timm.models.model_entrypoint(name).__module__.startswith("zoo.")
-    }
-)
+ZOO_MODULES = list(zoo.models.FAMILIES)
 
 _timm_list_models = timm.list_models
 
@@ -66,12 +62,13 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     unknown = sorted(n for n in wanted if not timm.is_model(n))
     if unknown:
         raise pytest.UsageError(f"ZOO_TIMM_SUITE_MODELS names unregistered models: {unknown}")
+    only = json.loads(os.environ.get("ZOO_TIMM_SUITE_TESTS") or "{}")
     keep, drop = [], []
     for item in items:
         callspec = getattr(item, "callspec", None)
         name = callspec.params.get("model_name") if callspec is not None else None
         base = name.split(".")[0] if isinstance(name, str) else None
-        if base in wanted:
+        if base in wanted and item.originalname in only.get(base, [item.originalname]):
             keep.append(item)
             _selected[item.nodeid] = base
         else:

@@ -12,7 +12,7 @@ output numel x kh x kw multiply-adds, like fvcore's own conv handle; counting ru
 `torch` (F.conv2d) dwconv backend so that no depthwise conv takes a path fvcore cannot count
 (FFT). Elementwise ops (GELU, residual adds, SE gating, GRN) count 0 in fvcore.
 
-    python tools/benchmark_models.py                     # one model per family (DEFAULT_MODELS)
+    python tools/benchmark_models.py                     # one model per family (default_models)
     python tools/benchmark_models.py unireplknet_a --runs 7 --threads 2
 """
 
@@ -41,14 +41,10 @@ from machine_info import cpu_model, load_average  # noqa: E402
 import ops  # noqa: E402
 import zoo  # noqa: E402
 
-# One representative model per family; a family adds its row here.
-DEFAULT_MODELS: dict[str, dict] = {
-    # model name: extra timm.create_model kwargs
-    "unireplknet_a": {},
-    "mk_unet_b": {},
-    "inceptionnext_tiny": {},
+# Extra timm.create_model kwargs by family (zoo.models.FAMILIES name), for any of its models.
+FAMILY_KWARGS: dict[str, dict] = {
     # the inference graph (no auxiliary/boundary heads), as the official FLOPs/FPS are measured
-    "bevanet_s": {"aux_heads": False},
+    "bevanet": {"aux_heads": False},
 }
 
 # Side-by-side CPU throughput of a zoo model and reference models, measured in ONE interleaved
@@ -98,6 +94,30 @@ PAPER_FLOPS: dict[str, tuple[float, str]] = {
 }
 
 FLOP_CONVENTION = "fvcore, 1 FLOP per multiply-add"
+
+
+def family_of(name: str) -> str:
+    """The registry module (family) a model name belongs to."""
+    return timm.models.model_entrypoint(name).__module__.rsplit(".", 1)[-1]
+
+
+def create_kwargs(name: str) -> dict:
+    return FAMILY_KWARGS.get(family_of(name), {})
+
+
+def default_models() -> list[str]:
+    """One model per zoo family (zoo.models.FAMILIES, as the registry lists them): the one with
+    published FLOPs (PAPER_FLOPS) to compare against, else the smallest."""
+    chosen = []
+    for family in zoo.models.FAMILIES:
+        names = timm.list_models(module=family)
+        published = [n for n in names if n in PAPER_FLOPS]
+        chosen.append(published[0] if published else min(names, key=_meta_param_count))
+    return chosen
+
+
+def _meta_param_count(name: str) -> int:
+    return sum(p.numel() for p in timm.create_model(name, device="meta").parameters())
 
 
 def compare(name: str, references: tuple[str, ...], batch: int, warmup: int, runs: int) -> dict:
@@ -251,7 +271,7 @@ def render(rows: list[dict], meta: dict) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("models", nargs="*", help=f"timm names (default: {list(DEFAULT_MODELS)})")
+    parser.add_argument("models", nargs="*", help="timm names (default: one per zoo family)")
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--warmup", type=int, default=3)
@@ -261,7 +281,7 @@ def main() -> None:
     unknown = [m for m in args.models if not timm.is_model(m)]
     if unknown:
         parser.error(f"unknown model(s) {unknown}")
-    models = {m: DEFAULT_MODELS.get(m, {}) for m in args.models} or DEFAULT_MODELS
+    models = {m: create_kwargs(m) for m in args.models or default_models()}
     torch.set_num_threads(args.threads)
 
     meta = dict(

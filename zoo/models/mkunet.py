@@ -188,26 +188,27 @@ class GroupedAttentionGate(nn.Module):
         return x * self.psi(self.act(self.W_g(g) + self.W_x(x)))
 
 
-def _nearest_valid(size: int) -> str:
-    lower = size // _STRIDE * _STRIDE
+def _nearest_valid(size: int, stride: int) -> str:
+    lower = size // stride * stride
     if lower == 0:
-        return str(_STRIDE)
-    return f"{lower} or {lower + _STRIDE}"
+        return str(stride)
+    return f"{lower} or {lower + stride}"
 
 
 # A leaf for fx tracing (timm's feature extraction): the checks branch on the input's shape.
-# fx only wraps functions whose global name has no leading underscore.
+# fx only wraps functions whose global name has no leading underscore. Written for TorchScript
+# too (a loop, not a filtered comprehension; the stride an argument, not a global), which
+# scripts fx-traced graphs with their leaves.
 @register_notrace_function
-def prepare_input(x: Tensor, in_chans: int) -> Tensor:
+def prepare_input(x: Tensor, in_chans: int, stride: int) -> Tensor:
     """Check H, W and repeat a 1-channel image to 3 channels like the official code."""
-    bad = [
-        f"{name} {size} (nearest valid: {_nearest_valid(size)})"
-        for name, size in (("height", x.shape[2]), ("width", x.shape[3]))
-        if size % _STRIDE != 0
-    ]
-    if bad:
+    bad: list[str] = []
+    for name, size in (("height", x.shape[2]), ("width", x.shape[3])):
+        if size % stride != 0:
+            bad.append(f"{name} {size} (nearest valid: {_nearest_valid(size, stride)})")
+    if len(bad) > 0:
         raise ValueError(
-            f"MK-UNet needs height and width divisible by {_STRIDE} (five 2x max-pools); got "
+            f"MK-UNet needs height and width divisible by {stride} (five 2x max-pools); got "
             + ", ".join(bad)
         )
     if x.shape[1] != in_chans:
@@ -332,7 +333,7 @@ class MKUNet(nn.Module):
         if not torch.jit.is_scripting():
             # as in the official code, a 3-channel model takes 1-channel images (repeated)
             check_in_chans(self, x, also_accepted=(1,) if self.in_chans == 3 else ())
-        x = prepare_input(x, self.in_chans)
+        x = prepare_input(x, self.in_chans, _STRIDE)
         feats = []
         for stage in stages:
             x = stage(x)
