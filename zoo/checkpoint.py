@@ -56,6 +56,9 @@ def _read(path: str, mmap: bool) -> Any:
         except (SafetensorError, OSError) as err:
             raise _invalid(path, f"unreadable safetensors file: {err}") from None
     is_zip = zipfile.is_zipfile(path)
+    with open(path, "rb") as f:
+        # a zip's first bytes; is_zipfile also needs the directory at the end, gone if truncated
+        zip_start = f.read(4) == b"PK\x03\x04"
     try:
         with torch.serialization.safe_globals(_SAFE_GLOBALS):
             # mmap needs the zip format; the legacy format is read whole
@@ -71,9 +74,9 @@ def _read(path: str, mmap: bool) -> Any:
             )
         # `from None`: torch's own message suggests weights_only=False, i.e. running the file
         raise _invalid(path, reason) from None
-    except Exception:  # noqa: BLE001 (torch raises IndexError, KeyError, EOFError ... on junk)
-        if is_zip:
-            reason = "a damaged or truncated torch.save archive"
+    except Exception:  # on junk torch raises IndexError, KeyError, EOFError, RuntimeError ...
+        if zip_start:
+            reason = "a damaged or truncated torch.save zip archive"
         elif os.path.getsize(path) == 0:
             reason = "empty file"
         else:
