@@ -641,7 +641,8 @@ class BEVANet(nn.Module):
                 (16 * c, 64, "norm5_semantic_2_seg"),
             )
         ]
-        # prune_intermediate_layers lowers these: encoder stages kept, detail branch and heads
+        # what prune_intermediate_layers leaves: the semantic stages that still run, and
+        # whether the detail branch, fusions and heads are still there
         self.num_stages = len(self.feature_info)
         self.has_decoder = True
 

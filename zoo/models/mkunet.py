@@ -367,7 +367,7 @@ class MKUNet(nn.Module):
     ) -> list[Tensor] | tuple[Tensor, list[Tensor]]:
         """Encoder maps (`feature_info`: strides 2, 4, 8, 16, 32) for `indices` (last n if int,
         all if None) and, unless intermediates_only, the final features: those of
-        `forward_features` when every encoder stage ran, else the last encoder map.
+        `forward_features`, or with stop_early the last encoder map computed.
 
         `norm` is accepted for timm's contract; no norm follows the encoder.
         """
@@ -382,7 +382,7 @@ class MKUNet(nn.Module):
         intermediates = [feats[i] for i in take_indices]
         if intermediates_only:
             return intermediates
-        if len(feats) < len(self.encoder):  # stopped early: too few maps to decode
+        if stop_early:
             return feats[-1], intermediates
         return self._decode(feats), intermediates
 
