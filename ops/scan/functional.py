@@ -62,10 +62,11 @@ def check_arguments(u, delta, A, B, C, D, z, delta_bias) -> None:
     _check_tensor("A", A, f"(dim, N) = {(dim, n)}", ((dim, n),))
     _check_BC("B", B, batch, dim, n, length)
     _check_BC("C", C, batch, dim, n, length)
-    if B.dim() == 4 and C.dim() == 4 and B.shape[1] != C.shape[1]:
+    groups = [1 if t.dim() == 3 else t.shape[1] for t in (B, C) if t.dim() >= 3]
+    if len(groups) == 2 and groups[0] != groups[1]:
         raise ValueError(
             f"selective_scan: B has shape {_shape(B)} and C {_shape(C)}: variable B and C "
-            "must have the same number of groups"
+            f"must have the same number of groups (as in mamba), got {groups[0]} and {groups[1]}"
         )
     for name, t in (("D", D), ("delta_bias", delta_bias)):
         if t is not None:

@@ -66,10 +66,12 @@ def _discretise(raw, bias, SOFTPLUS: tl.constexpr):
 @_jit
 def _load_BC(ptr, fixed, n, n_ok, pos, pos_ok, L, VARIABLE: tl.constexpr, ACC: tl.constexpr):
     """B or C at steps `pos`, broadcastable to [BLOCK_D, BLOCK_N, CHUNK] (0 past the end)."""
-    if VARIABLE:
-        return tl.load(ptr + n[:, None] * L + pos[None, :], mask=n_ok[:, None] & pos_ok[None, :],
-                       other=0.0).to(ACC)[None, :, :]  # fmt: skip
-    return fixed[:, :, None]
+    if VARIABLE:  # (a constexpr branch with one return: the compiler types every return)
+        value = tl.load(ptr + n[:, None] * L + pos[None, :], mask=n_ok[:, None] & pos_ok[None, :],
+                        other=0.0).to(ACC)[None, :, :]  # fmt: skip
+    else:
+        value = fixed[:, :, None]
+    return value
 
 
 @_jit
