@@ -36,12 +36,14 @@ pytestmark = pytest.mark.skipif(scan_triton.triton is None, reason="triton is no
 # The interpreter costs ~0.1 s per chunk of a program: short sequences and few channels, picked
 # to cover what the random sweep in test_scan.py covers for the other backends.
 TRITON_CASES = [
-    case(batch=1, dim=3, length=1, dstate=3),  # L = 1, one group of variable B / C, z
-    case(
-        batch=2, dim=4, length=65, dstate=5, B="grouped", C="grouped", groups=2, D=False, z=False
-    ),  # a chunk boundary, groups  # fmt: skip
+    # L = 1, one group of variable B / C, z
+    case(batch=1, dim=3, length=1, dstate=3),
+    # a chunk boundary, groups
+    case(batch=1, dim=4, length=65, dstate=5, B="grouped", C="grouped", groups=2, D=False),
+    # fixed B, no softplus, no bias
     case(batch=1, dim=5, length=17, dstate=4, B="fixed", bias=False, softplus=False),
-    case(batch=2, dim=3, length=6, dstate=16, B="fixed", C="fixed", D=False),
+    # both fixed, N = 16, batch 2
+    case(batch=2, dim=2, length=6, dstate=16, B="fixed", C="fixed", D=False),
 ]
 
 
