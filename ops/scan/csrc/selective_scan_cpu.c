@@ -62,7 +62,7 @@ typedef int64_t ivec_f64 __attribute__((vector_size(64)));
 /* exp: x = k ln2 + r, |r| <= ln2 / 2, exp(r) by polynomial, times 2^k through the exponent
    bits. Arguments are clamped to the normal range (exp(-87.3) ~ 1e-38 stands in for smaller
    results, exp(88) for larger ones). float: Cephes' expf polynomial (~1 ulp). */
-static inline vec_f32 vexp_f32(vec_f32 x) {
+static inline __attribute__((always_inline)) vec_f32 vexp_f32(vec_f32 x) {
     const vec_f32 lo = (vec_f32){0} - 87.33654f, hi = (vec_f32){0} + 88.0f;
     x = (vec_f32)(((ivec_f32)x & (x > lo)) | ((ivec_f32)lo & ~(x > lo)));
     x = (vec_f32)(((ivec_f32)x & (x < hi)) | ((ivec_f32)hi & ~(x < hi)));
@@ -82,7 +82,7 @@ static inline vec_f32 vexp_f32(vec_f32 x) {
 }
 
 /* double: Taylor series to r^13 (truncation < 1e-17 relative). */
-static inline vec_f64 vexp_f64(vec_f64 x) {
+static inline __attribute__((always_inline)) vec_f64 vexp_f64(vec_f64 x) {
     const vec_f64 lo = (vec_f64){0} - 708.39, hi = (vec_f64){0} + 709.0;
     x = (vec_f64)(((ivec_f64)x & (x > lo)) | ((ivec_f64)lo & ~(x > lo)));
     x = (vec_f64)(((ivec_f64)x & (x < hi)) | ((ivec_f64)hi & ~(x < hi)));
@@ -111,6 +111,26 @@ static void *scratch(size_t bytes, int *failed) {
     }
     return p;
 }
+
+/* Butterfly stages over VEC lanes (two input vectors a, b; indices >= VEC pick from b), for
+   half width h: lo[p] = p & h ? b[p - h] : a[p], hi[p] = p & h ? b[p] : a[p + h]. Applied to
+   rows i and i + h for every h they transpose a VEC x VEC block; lo + hi, halving the number of
+   vectors each stage, sums each vector's lanes (16 vectors in 15 shuffle pairs and adds,
+   instead of 16 reductions of 4 dependent steps each). */
+#define LO16_8 {0, 1, 2, 3, 4, 5, 6, 7, 16, 17, 18, 19, 20, 21, 22, 23}
+#define HI16_8 {8, 9, 10, 11, 12, 13, 14, 15, 24, 25, 26, 27, 28, 29, 30, 31}
+#define LO16_4 {0, 1, 2, 3, 16, 17, 18, 19, 8, 9, 10, 11, 24, 25, 26, 27}
+#define HI16_4 {4, 5, 6, 7, 20, 21, 22, 23, 12, 13, 14, 15, 28, 29, 30, 31}
+#define LO16_2 {0, 1, 16, 17, 4, 5, 20, 21, 8, 9, 24, 25, 12, 13, 28, 29}
+#define HI16_2 {2, 3, 18, 19, 6, 7, 22, 23, 10, 11, 26, 27, 14, 15, 30, 31}
+#define LO16_1 {0, 16, 2, 18, 4, 20, 6, 22, 8, 24, 10, 26, 12, 28, 14, 30}
+#define HI16_1 {1, 17, 3, 19, 5, 21, 7, 23, 9, 25, 11, 27, 13, 29, 15, 31}
+#define LO8_4 {0, 1, 2, 3, 8, 9, 10, 11}
+#define HI8_4 {4, 5, 6, 7, 12, 13, 14, 15}
+#define LO8_2 {0, 1, 8, 9, 4, 5, 12, 13}
+#define HI8_2 {2, 3, 10, 11, 6, 7, 14, 15}
+#define LO8_1 {0, 8, 2, 10, 4, 12, 6, 14}
+#define HI8_1 {1, 9, 3, 11, 5, 13, 7, 15}
 
 #define CAT_(a, b) a##b
 #define CAT(a, b) CAT_(a, b)
@@ -181,24 +201,113 @@ static inline REAL NAME(hsum)(VEC_T v) {
     return t[0];
 }
 
-/* buf[s][k] = src[k * ld + s] for lanes k < lanes and steps s < steps; other lanes zero. */
+static inline VEC_T NAME(loadu)(const REAL *p) {
+    VEC_T v;
+    memcpy(&v, p, sizeof(v));
+    return v;
+}
+
+static inline void NAME(storeu)(REAL *p, VEC_T v) { memcpy(p, &v, sizeof(v)); }
+
+#define STAGE(V, h)                                                                            \
+    case h:                                                                                    \
+        *lo = __builtin_shuffle(a, b, (IVEC_T)LO##V##_##h);                                    \
+        *hi = __builtin_shuffle(a, b, (IVEC_T)HI##V##_##h);                                    \
+        break;
+
+static inline __attribute__((always_inline)) void NAME(butterfly)(VEC_T a, VEC_T b, int h,
+                                                                  VEC_T *lo, VEC_T *hi) {
+    switch (h) {
+#if VEC == 16
+        STAGE(16, 8)
+        STAGE(16, 4)
+        STAGE(16, 2)
+        STAGE(16, 1)
+#else
+        STAGE(8, 4)
+        STAGE(8, 2)
+        STAGE(8, 1)
+#endif
+    }
+}
+#undef STAGE
+
+/* r[i][p] <-> r[p][i] */
+static inline __attribute__((always_inline)) void NAME(transpose)(VEC_T *r) {
+#pragma GCC unroll 4
+    for (int h = VEC / 2; h >= 1; h >>= 1)
+#pragma GCC unroll 16
+        for (int i = 0; i < VEC; ++i)
+            if (!(i & h)) NAME(butterfly)(r[i], r[i + h], h, &r[i], &r[i + h]);
+}
+
+/* Lane i of the result: the sum of the lanes of v[i * stride] (times scale[i] if given). */
+static inline __attribute__((always_inline)) VEC_T NAME(lane_sums)(const VEC_T *v,
+                                                                  int64_t stride,
+                                                                  const VEC_T *scale) {
+#if VEC == 16
+    static const int bit_reversed[VEC] = {0, 8, 4, 12, 2, 10, 6, 14, 1, 9, 5, 13, 3, 11, 7, 15};
+#else
+    static const int bit_reversed[VEC] = {0, 4, 2, 6, 1, 5, 3, 7};
+#endif
+    VEC_T w[VEC], lo, hi;
+#pragma GCC unroll 16
+    for (int j = 0; j < VEC; ++j)
+        w[j] = v[bit_reversed[j] * stride] * (scale ? scale[bit_reversed[j]] : NAME(splat)(1));
+#pragma GCC unroll 4
+    for (int h = VEC / 2, count = VEC; h >= 1; h >>= 1, count >>= 1)
+#pragma GCC unroll 8
+        for (int j = 0; j < count / 2; ++j) {
+            NAME(butterfly)(w[2 * j], w[2 * j + 1], h, &lo, &hi);
+            w[j] = lo + hi;
+        }
+    return w[0];
+}
+
+/* dst[n * L + s] += the lanes of v[s * N + n] (times scale[s] if given) summed, for s < steps
+   and n < N: one chunk's variable dB or dC contributions added to the group's. */
+static void NAME(add_lane_sums)(REAL *dst, const VEC_T *v, const VEC_T *scale, int64_t N,
+                                int64_t L, int64_t steps) {
+    for (int64_t n = 0; n < N; ++n) {
+        REAL *row = dst + n * L;
+        int64_t s = 0;
+        for (; s + VEC <= steps; s += VEC) {
+            VEC_T sums = NAME(lane_sums)(v + s * N + n, N, scale ? scale + s : NULL);
+            NAME(storeu)(row + s, NAME(loadu)(row + s) + sums);
+        }
+        for (; s < steps; ++s) row[s] += NAME(hsum)(v[s * N + n] * (scale ? scale[s] : NAME(splat)(1)));
+    }
+}
+
+/* buf[s][k] = src[k * ld + s] for lanes k < lanes and steps s < steps; other lanes zero.
+   VEC steps at a time through a block transpose (a scalar loop would be one strided store per
+   element, as slow as the scan itself). */
 static void NAME(load_transposed)(VEC_T *buf, const REAL *src, int64_t ld, int lanes,
                                   int64_t steps) {
-    REAL *b = (REAL *)buf;
-    for (int k = 0; k < VEC; ++k) {
-        const REAL *row = src + k * ld;
-        if (k < lanes)
-            for (int64_t s = 0; s < steps; ++s) b[s * VEC + k] = row[s];
-        else
-            for (int64_t s = 0; s < steps; ++s) b[s * VEC + k] = 0;
+    int64_t s = 0;
+    for (; s + VEC <= steps; s += VEC) {
+        VEC_T r[VEC];
+        for (int k = 0; k < VEC; ++k) r[k] = k < lanes ? NAME(loadu)(src + k * ld + s) : (VEC_T){0};
+        NAME(transpose)(r);
+        memcpy(buf + s, r, sizeof(r));
     }
+    REAL *b = (REAL *)buf;
+    for (int k = 0; k < VEC; ++k)
+        for (int64_t t = s; t < steps; ++t) b[t * VEC + k] = k < lanes ? src[k * ld + t] : 0;
 }
 
 static void NAME(store_transposed)(REAL *dst, const VEC_T *buf, int64_t ld, int lanes,
                                    int64_t steps) {
+    int64_t s = 0;
+    for (; s + VEC <= steps; s += VEC) {
+        VEC_T r[VEC];
+        memcpy(r, buf + s, sizeof(r));
+        NAME(transpose)(r);
+        for (int k = 0; k < lanes; ++k) NAME(storeu)(dst + k * ld + s, r[k]);
+    }
     const REAL *b = (const REAL *)buf;
     for (int k = 0; k < lanes; ++k)
-        for (int64_t s = 0; s < steps; ++s) dst[k * ld + s] = b[s * VEC + k];
+        for (int64_t t = s; t < steps; ++t) dst[k * ld + t] = b[t * VEC + k];
 }
 
 /* v[n][k] = src[k * ld + n] (per-channel rows of `count` values, e.g. A or a stored state) */
@@ -354,10 +463,11 @@ int NAME(scan_forward)(const scan_args *a) {
 }
 
 /* Recompute states n0 .. n0 + nb - 1 over one chunk from x (carried out again), keeping every
-   state and decay factor in xs / as ([step][n]); y[s] += x C; dC gets dy x. */
+   state and decay factor in xs / as ([step][n]); y[s] += x C; fixed dC gets dy x (variable dC
+   is summed from xs afterwards). */
 static inline __attribute__((always_inline)) void NAME(recompute_states)(
     const NAME(chunk_view) * v, int64_t n0, int nb, int varB, int varC, const VEC_T *dl,
-    const VEC_T *bu, const VEC_T *dy, VEC_T *y, VEC_T *x, VEC_T *xs, VEC_T *as, REAL *dC,
+    const VEC_T *bu, const VEC_T *dy, VEC_T *y, VEC_T *x, VEC_T *xs, VEC_T *as,
     VEC_T *dC_fixed) {
     const int64_t N = v->dstate, L = v->length;
     VEC_T xr[NB], ar[NB], br[NB], cr[NB], gc[NB];
@@ -375,8 +485,7 @@ static inline __attribute__((always_inline)) void NAME(recompute_states)(
             as[s * N + n0 + j] = a;
             xs[s * N + n0 + j] = xr[j];
             acc += xr[j] * (varC ? NAME(splat)(Cp[j * L + s]) : cr[j]);
-            if (varC) dC[(n0 + j) * L + s] += NAME(hsum)(g * xr[j]);
-            else gc[j] += g * xr[j];
+            if (!varC) gc[j] += g * xr[j];
         }
         y[s] = acc;
     }
@@ -388,11 +497,13 @@ static inline __attribute__((always_inline)) void NAME(recompute_states)(
 
 /* The adjoint recurrence of states n0 .. n0 + nb - 1 backwards through one chunk: with
    h_s = dy_s C_s + q_{s+1} (q carried in from the next chunk) and q_s = a_s h_s, the step's
-   decay gets q_s x_{s-1} (-> delta and A) and its drive h_s (-> delta, u and B). */
+   decay gets q_s x_{s-1} (-> delta and A) and its drive h_s (-> delta, u and B). Variable dB's
+   contributions h_s delta'_s u_s replace the decay factors in `as`, which this step was the
+   last to read, and are summed over lanes afterwards. */
 static inline __attribute__((always_inline)) void NAME(reverse_states)(
     const NAME(chunk_view) * v, int64_t n0, int nb, int varB, int varC, const VEC_T *dl,
-    const VEC_T *uu, const VEC_T *bu, const VEC_T *dy, const VEC_T *xs, const VEC_T *as,
-    const VEC_T *x0, VEC_T *q, VEC_T *ddl, VEC_T *dub, VEC_T *dA, REAL *dB, VEC_T *dB_fixed) {
+    const VEC_T *uu, const VEC_T *bu, const VEC_T *dy, const VEC_T *xs, VEC_T *as,
+    const VEC_T *x0, VEC_T *q, VEC_T *ddl, VEC_T *dub, VEC_T *dA, VEC_T *dB_fixed) {
     const int64_t N = v->dstate, L = v->length;
     VEC_T qr[NB], ar[NB], br[NB], cr[NB], ga[NB], gb[NB];
     for (int j = 0; j < nb; ++j) {
@@ -412,7 +523,7 @@ static inline __attribute__((always_inline)) void NAME(reverse_states)(
             acc_d += w * ar[j] + hB * us;
             acc_u += hB * d;
             ga[j] += w * d;
-            if (varB) dB[(n0 + j) * L + s] += NAME(hsum)(h * b);
+            if (varB) as[s * N + n0 + j] = h * b;
             else gb[j] += h * b;
         }
         ddl[s] = acc_d, dub[s] = acc_u;
@@ -427,7 +538,6 @@ static inline __attribute__((always_inline)) void NAME(reverse_states)(
 typedef struct {
     const VEC_T *dl, *uu, *bu, *dy, *x0;
     VEC_T *y, *x, *xs, *as, *q, *ddl, *dub, *dA, *dB_fixed, *dC_fixed;
-    REAL *dB, *dC; /* variable: offset to the chunk's start */
 } NAME(backward_buffers);
 
 static inline __attribute__((always_inline)) void NAME(backward_chunk_as)(
@@ -436,10 +546,10 @@ static inline __attribute__((always_inline)) void NAME(backward_chunk_as)(
     int64_t n0 = 0;
     for (; n0 + NB <= N; n0 += NB)
         NAME(recompute_states)(v, n0, NB, varB, varC, w->dl, w->bu, w->dy, w->y, w->x, w->xs,
-                               w->as, w->dC, w->dC_fixed);
+                               w->as, w->dC_fixed);
     for (; n0 < N; ++n0)
         NAME(recompute_states)(v, n0, 1, varB, varC, w->dl, w->bu, w->dy, w->y, w->x, w->xs,
-                               w->as, w->dC, w->dC_fixed);
+                               w->as, w->dC_fixed);
 }
 
 static inline __attribute__((always_inline)) void NAME(reverse_chunk_as)(
@@ -448,10 +558,10 @@ static inline __attribute__((always_inline)) void NAME(reverse_chunk_as)(
     int64_t n0 = 0;
     for (; n0 + NB <= N; n0 += NB)
         NAME(reverse_states)(v, n0, NB, varB, varC, w->dl, w->uu, w->bu, w->dy, w->xs, w->as,
-                             w->x0, w->q, w->ddl, w->dub, w->dA, w->dB, w->dB_fixed);
+                             w->x0, w->q, w->ddl, w->dub, w->dA, w->dB_fixed);
     for (; n0 < N; ++n0)
         NAME(reverse_states)(v, n0, 1, varB, varC, w->dl, w->uu, w->bu, w->dy, w->xs, w->as,
-                             w->x0, w->q, w->ddl, w->dub, w->dA, w->dB, w->dB_fixed);
+                             w->x0, w->q, w->ddl, w->dub, w->dA, w->dB_fixed);
 }
 
 static void NAME(recompute_chunk)(const NAME(chunk_view) * v, int varB, int varC,
@@ -543,9 +653,8 @@ int NAME(scan_backward)(const scan_args *a) {
                 v.Bp = varB ? B + it.pair * N * L + l0 : NULL;
                 v.Cp = varC ? C + it.pair * N * L + l0 : NULL;
                 v.steps = steps;
-                w.dB = dB ? dB + l0 : NULL;
-                w.dC = dC ? dC + l0 : NULL;
                 NAME(recompute_chunk)(&v, varB, varC, &w);
+                if (varC) NAME(add_lane_sums)(dC + l0, xs, dy, N, L, steps);
                 if (a->z) { /* dz = dout (y + D u) silu'(z); go becomes dz */
                     for (int64_t s = 0; s < steps; ++s) {
                         VEC_T zs = in.zz[s], sg = NAME(sigmoid)(zs);
@@ -560,6 +669,7 @@ int NAME(scan_backward)(const scan_args *a) {
                     dD += dy[s] * in.uu[s];
                 }
                 NAME(reverse_chunk)(&v, varB, varC, &w);
+                if (varB) NAME(add_lane_sums)(dB + l0, as, NULL, N, L, steps);
                 for (int64_t s = 0; s < steps; ++s) {
                     if (a->softplus) ddl[s] *= in.dsoft[s];
                     dbias += ddl[s];
