@@ -1,9 +1,9 @@
 """UniRepLKNet: parameter counts, re-parameterisation, official checkpoint layout, contract.
 
-References that do not come from zoo/models/unireplknet.py: the parameter counts and key counts the
-official code gives (specs/unireplknet.md section 3 and 1.7), the official dilated-branch table
-(section 1.4), the official state-dict key names (section 1.1-1.7, rebuilt below by
-`to_official_layout`), F.conv2d, and the eager model itself for compiled and checkpointed runs.
+References that do not come from zoo/models/unireplknet.py: the parameter counts and key counts
+the official code (AILab-CVC/UniRepLKNet, unireplknet.py) gives, its dilated-branch table, its
+state-dict key names (rebuilt below by `to_official_layout`), F.conv2d, and the eager model
+itself for compiled and checkpointed runs.
 """
 
 import re

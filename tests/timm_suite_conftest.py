@@ -1,7 +1,7 @@
 """pytest plugin that runs timm's own `tests/test_models.py`, unchanged, on the zoo's models.
 
-tests/test_timm_suite.py loads it with `-p timm_suite_conftest` (tests/ on PYTHONPATH), the
-recipe of specs/ecosystem.md section 2.2 without copying anything next to timm's file:
+tests/test_timm_suite.py loads it with `-p timm_suite_conftest` (tests/ on PYTHONPATH), so that
+nothing of timm's is copied into this repository:
 - `import zoo` registers every family before test_models.py is collected (its parametrize
   decorators call timm.list_models at import time);
 - timm.list_models is wrapped so that `module=` filters also include the zoo family modules
