@@ -20,7 +20,6 @@ import argparse
 import copy
 import datetime
 import json
-import math
 import platform
 import statistics
 import sys
@@ -35,10 +34,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import timm  # noqa: E402
 from fvcore.nn import FlopCountAnalysis  # noqa: E402
-from fvcore.nn.jit_handles import get_shape  # noqa: E402
 from machine_info import cpu_model, load_average  # noqa: E402
 
-import ops  # noqa: E402
 import zoo  # noqa: E402
 
 # Extra timm.create_model kwargs by family (zoo.models.FAMILIES name), for any of its models.
@@ -144,25 +141,12 @@ def render_comparisons(comparisons: list[dict]) -> str:
     return "\n".join(lines) + ("\n" if lines else "")
 
 
-def dwconv2d_flop_jit(inputs: list, outputs: list) -> int:
-    """fvcore handle for `zoo::dwconv2d`: output numel x kh x kw multiply-adds."""
-    weight_shape = get_shape(inputs[1])  # (C, 1, kh, kw)
-    return math.prod(get_shape(outputs[0])) * weight_shape[2] * weight_shape[3]
-
-
 def count_flops(model: nn.Module, input_size: tuple[int, ...]) -> int:
-    # ops' eager CPU path may compute a depthwise conv by FFT or call oneDNN around the custom
-    # op, which fvcore would miss or count differently; the reference backend is F.conv2d,
-    # counted by fvcore's conv handle in the same convention as the zoo::dwconv2d handle.
-    previous = ops.get_backend()
-    ops.set_backend("torch")
-    try:
-        flops = FlopCountAnalysis(model, torch.randn(1, *input_size))
-        flops.set_op_handle("zoo::dwconv2d", dwconv2d_flop_jit)
-        flops.unsupported_ops_warnings(False).uncalled_modules_warnings(False)
-        return int(flops.total())
-    finally:
-        ops.set_backend(previous)
+    """fvcore's count (1 per multiply-add); `import zoo` gave fvcore the depthwise op's handle,
+    so the count is the same whatever backend computes the depthwise convs."""
+    flops = FlopCountAnalysis(model, torch.randn(1, *input_size))
+    flops.unsupported_ops_warnings(False).uncalled_modules_warnings(False)
+    return int(flops.total())
 
 
 def has_deploy_form(model: nn.Module) -> bool:
