@@ -85,7 +85,7 @@ def _expected_multiply_adds(c) -> int:
 @pytest.mark.parametrize("backend", ["reference", "native"])
 @pytest.mark.parametrize("optional", [True, False], ids=["D_z", "bare"])
 def test_flop_counter_counts_the_formula_whatever_backend(backend, optional, monkeypatch):
-    monkeypatch.setattr(dispatch, "_backend", backend)
+    monkeypatch.setattr(dispatch._choice, "current", backend)
     c = case(batch=2, dim=6, length=10, dstate=4, D=optional, z=optional)
     t = {k: None if v is None else v.float() for k, v in make_inputs(c).items()}
     forward = 2 * _expected_multiply_adds(c)  # 2 FLOPs per multiply-add, as aten counts

@@ -12,11 +12,11 @@ backward restarts from, and the final state `return_last_state` reports.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
 
 from torch import Tensor
 
+from .._backend import BackendChoice
 from . import chunked, native, reference, triton
 
 BACKENDS = ("auto", "reference", "chunked", "native", "triton")
@@ -25,25 +25,17 @@ BACKENDS = ("auto", "reference", "chunked", "native", "triton")
 # states cost N / CHUNK of u's memory (1/8 at N = 8).
 CHUNK = 64
 
-_backend = os.environ.get("ZOO_SCAN_BACKEND", "auto")
-if _backend not in BACKENDS:
-    raise ValueError(f"ZOO_SCAN_BACKEND={_backend!r} is not one of {BACKENDS}")
+_choice = BackendChoice("selective_scan", BACKENDS, "ZOO_SCAN_BACKEND")
+check_backend = _choice.check
 
 
 def set_backend(name: str) -> None:
     """Select the backend used by every `selective_scan` call that does not pass `backend=`."""
-    global _backend
-    check_backend(name)
-    _backend = name
+    _choice.set(name)
 
 
 def get_backend() -> str:
-    return _backend
-
-
-def check_backend(name: str) -> None:
-    if name not in BACKENDS:
-        raise ValueError(f"unknown selective_scan backend {name!r}; expected one of {BACKENDS}")
+    return _choice.current
 
 
 IMPLEMENTATIONS = {

@@ -25,19 +25,14 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from .._triton import INTERPRETED as _INTERPRETED
+from .._triton import (
+    is_available,  # noqa: F401  (the backend's own check, for the dispatcher)
+    tl,
+    triton,
+)
+from .._triton import jit as _jit
 from .reference import compute_dtype
-
-try:
-    import triton
-    import triton.language as tl
-
-    _jit = triton.jit
-except ImportError:  # the triton backend then reports itself unavailable
-    triton = tl = None
-
-    def _jit(fn):
-        return fn
-
 
 # ----------------------------------------------------------------------------------------------
 # Kernels
@@ -93,25 +88,22 @@ def _step_terms(
 
 
 @_jit
-def _item(DIM, PER_GROUP, GROUPS, BLOCKS, N, BLOCK_D: tl.constexpr, BLOCK_N: tl.constexpr):
-    """This program's (batch element, group pair index, channel rows, lanes) and state indices."""
+def _program(
+    A_ptr, B_ptr, C_ptr, D_ptr, bias_ptr, DIM, L, N, PER_GROUP, GROUPS, BLOCKS,
+    VAR_B: tl.constexpr, VAR_C: tl.constexpr, HAS_D: tl.constexpr, HAS_BIAS: tl.constexpr,
+    ACC: tl.constexpr, BLOCK_D: tl.constexpr, BLOCK_N: tl.constexpr,
+):  # fmt: skip
+    """This program's item (batch element b, group g, channel block j): its channel rows
+    b * DIM + d [BLOCK_D, 1] (-1 for lanes past the group, never touched), state indices,
+    per-channel parameters and the group's variable B / C rows."""
     pid = tl.program_id(0).to(tl.int64)
-    pair = pid // BLOCKS
-    j = pid % BLOCKS
-    b = pair // GROUPS
-    g = pair % GROUPS
-    lane = j * BLOCK_D + tl.arange(0, BLOCK_D)
+    pair = pid // BLOCKS  # b * GROUPS + g
+    lane = (pid % BLOCKS) * BLOCK_D + tl.arange(0, BLOCK_D)
     d_ok = lane < PER_GROUP
-    d = g * PER_GROUP + lane
+    d = (pair % GROUPS) * PER_GROUP + lane
+    row = tl.where(d_ok, (pair // GROUPS) * DIM + d, -1)[:, None]
     n = tl.arange(0, BLOCK_N)
     n_ok = n < N
-    return pid, pair, b, d, d_ok, n, n_ok
-
-
-@_jit
-def _parameters(A_ptr, B_ptr, C_ptr, D_ptr, bias_ptr, d, d_ok, n, n_ok, N,
-                VAR_B: tl.constexpr, VAR_C: tl.constexpr, HAS_D: tl.constexpr,
-                HAS_BIAS: tl.constexpr, ACC: tl.constexpr):  # fmt: skip
     dn = d[:, None] * N + n[None, :]
     dn_ok = d_ok[:, None] & n_ok[None, :]
     A = tl.load(A_ptr + dn, mask=dn_ok, other=0.0).to(ACC)
@@ -127,7 +119,9 @@ def _parameters(A_ptr, B_ptr, C_ptr, D_ptr, bias_ptr, d, d_ok, n, n_ok, N,
         Dv = tl.load(D_ptr + d, mask=d_ok, other=0.0).to(ACC)
     if HAS_BIAS:
         bias = tl.load(bias_ptr + d, mask=d_ok, other=0.0).to(ACC)
-    return A, B_fixed, C_fixed, Dv, bias
+    B_rows = B_ptr + pair * N * L
+    C_rows = C_ptr + pair * N * L
+    return pid, row, n, n_ok, A, B_fixed, C_fixed, Dv, bias, B_rows, C_rows
 
 
 @_jit
@@ -138,14 +132,10 @@ def _forward_kernel(
     HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr, ACC: tl.constexpr,
     BLOCK_D: tl.constexpr, BLOCK_N: tl.constexpr, CHUNK: tl.constexpr,
 ):  # fmt: skip
-    pid, pair, b, d, d_ok, n, n_ok = _item(DIM, PER_GROUP, GROUPS, BLOCKS, N, BLOCK_D, BLOCK_N)
-    A, B_fixed, C_fixed, Dv, bias = _parameters(
-        A_ptr, B_ptr, C_ptr, D_ptr, bias_ptr, d, d_ok, n, n_ok, N,
-        VAR_B, VAR_C, HAS_D, HAS_BIAS, ACC,
+    pid, row, n, n_ok, A, B_fixed, C_fixed, Dv, bias, B_rows, C_rows = _program(
+        A_ptr, B_ptr, C_ptr, D_ptr, bias_ptr, DIM, L, N, PER_GROUP, GROUPS, BLOCKS,
+        VAR_B, VAR_C, HAS_D, HAS_BIAS, ACC, BLOCK_D, BLOCK_N,
     )  # fmt: skip
-    row = tl.where(d_ok, b * DIM + d, -1)[:, None]  # -1: lanes past the group, never touched
-    B_rows = B_ptr + pair * N * L
-    C_rows = C_ptr + pair * N * L
     t = tl.arange(0, CHUNK)
     x = A * 0.0
     for c in range(0, CHUNKS):
@@ -179,14 +169,10 @@ def _backward_kernel(
     HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr, ACC: tl.constexpr,
     BLOCK_D: tl.constexpr, BLOCK_N: tl.constexpr, CHUNK: tl.constexpr,
 ):  # fmt: skip
-    pid, pair, b, d, d_ok, n, n_ok = _item(DIM, PER_GROUP, GROUPS, BLOCKS, N, BLOCK_D, BLOCK_N)
-    A, B_fixed, C_fixed, Dv, bias = _parameters(
-        A_ptr, B_ptr, C_ptr, D_ptr, bias_ptr, d, d_ok, n, n_ok, N,
-        VAR_B, VAR_C, HAS_D, HAS_BIAS, ACC,
+    pid, row, n, n_ok, A, B_fixed, C_fixed, Dv, bias, B_rows, C_rows = _program(
+        A_ptr, B_ptr, C_ptr, D_ptr, bias_ptr, DIM, L, N, PER_GROUP, GROUPS, BLOCKS,
+        VAR_B, VAR_C, HAS_D, HAS_BIAS, ACC, BLOCK_D, BLOCK_N,
     )  # fmt: skip
-    row = tl.where(d_ok, b * DIM + d, -1)[:, None]
-    B_rows = B_ptr + pair * N * L
-    C_rows = C_ptr + pair * N * L
     # variable dB/dC: this channel block's partial sums, (pid, N, L)
     dB_rows = dB_ptr + pid * N * L
     dC_rows = dC_ptr + pid * N * L
@@ -277,20 +263,10 @@ def _backward_kernel(
 # ----------------------------------------------------------------------------------------------
 # Launchers
 
-_INTERPRETED = triton is not None and not isinstance(_forward_kernel, triton.runtime.JITFunction)
 # Channels per program: few on a GPU (the [BLOCK_D, BLOCK_N, CHUNK] tiles live in registers
 # and programs are few); the interpreter's cost is per tl op, so it takes a whole group.
 _GPU_BLOCK_D = 4
 _INTERPRETER_BLOCK_D = 16
-
-
-def is_available(u: Tensor) -> bool:
-    """CUDA tensors when triton imports; CPU tensors only under TRITON_INTERPRET=1."""
-    if triton is None:
-        return False
-    if u.device.type == "cuda":
-        return True
-    return u.device.type == "cpu" and _INTERPRETED
 
 
 def _launch_shape(u: Tensor, A: Tensor, B: Tensor, C: Tensor):

@@ -54,6 +54,22 @@ enum { SCAN_OK = 0, SCAN_NO_MEMORY = 1 };
 /* State indices whose recurrences run side by side (independent dependency chains). */
 #define NB 4
 
+/* states(v, n0, nb, varB, varC, ...) over every state index, NB at a time and then one at a
+   time, with nb, varB and varC constants: one specialised loop per combination. */
+#define STATE_GROUPS(states, v, var_b, var_c, ...)                                             \
+    do {                                                                                       \
+        int64_t n0 = 0;                                                                        \
+        for (; n0 + NB <= (v)->dstate; n0 += NB) states(v, n0, NB, var_b, var_c, __VA_ARGS__); \
+        for (; n0 < (v)->dstate; ++n0) states(v, n0, 1, var_b, var_c, __VA_ARGS__);           \
+    } while (0)
+#define OVER_STATES(states, v, varB, varC, ...)                                                \
+    do {                                                                                       \
+        if ((varB) && (varC)) STATE_GROUPS(states, v, 1, 1, __VA_ARGS__);                      \
+        else if (varB) STATE_GROUPS(states, v, 1, 0, __VA_ARGS__);                             \
+        else if (varC) STATE_GROUPS(states, v, 0, 1, __VA_ARGS__);                             \
+        else STATE_GROUPS(states, v, 0, 0, __VA_ARGS__);                                       \
+    } while (0)
+
 typedef float vec_f32 __attribute__((vector_size(64)));
 typedef int32_t ivec_f32 __attribute__((vector_size(64)));
 typedef double vec_f64 __attribute__((vector_size(64)));
@@ -351,21 +367,10 @@ static inline __attribute__((always_inline)) void NAME(forward_states)(
     for (int j = 0; j < nb; ++j) x[n0 + j] = xr[j];
 }
 
-static inline __attribute__((always_inline)) void NAME(forward_chunk_as)(
-    const NAME(chunk_view) * v, int varB, int varC, const VEC_T *dl, const VEC_T *bu,
-    VEC_T *y, VEC_T *x) {
-    int64_t n0 = 0;
-    for (; n0 + NB <= v->dstate; n0 += NB) NAME(forward_states)(v, n0, NB, varB, varC, dl, bu, y, x);
-    for (; n0 < v->dstate; ++n0) NAME(forward_states)(v, n0, 1, varB, varC, dl, bu, y, x);
-}
-
 /* y[s] += sum_n x_s[n] C_s[n] over the chunk, x carried in and out. */
 static void NAME(forward_chunk)(const NAME(chunk_view) * v, int varB, int varC,
                                 const VEC_T *dl, const VEC_T *bu, VEC_T *y, VEC_T *x) {
-    if (varB && varC) NAME(forward_chunk_as)(v, 1, 1, dl, bu, y, x);
-    else if (varB) NAME(forward_chunk_as)(v, 1, 0, dl, bu, y, x);
-    else if (varC) NAME(forward_chunk_as)(v, 0, 1, dl, bu, y, x);
-    else NAME(forward_chunk_as)(v, 0, 0, dl, bu, y, x);
+    OVER_STATES(NAME(forward_states), v, varB, varC, dl, bu, y, x);
 }
 
 /* The per-chunk inputs of one item: dl = delta' (and its softplus derivative), uu = u,
@@ -540,44 +545,16 @@ typedef struct {
     VEC_T *y, *x, *xs, *as, *q, *ddl, *dub, *dA, *dB_fixed, *dC_fixed;
 } NAME(backward_buffers);
 
-static inline __attribute__((always_inline)) void NAME(backward_chunk_as)(
-    const NAME(chunk_view) * v, int varB, int varC, const NAME(backward_buffers) * w) {
-    const int64_t N = v->dstate;
-    int64_t n0 = 0;
-    for (; n0 + NB <= N; n0 += NB)
-        NAME(recompute_states)(v, n0, NB, varB, varC, w->dl, w->bu, w->dy, w->y, w->x, w->xs,
-                               w->as, w->dC_fixed);
-    for (; n0 < N; ++n0)
-        NAME(recompute_states)(v, n0, 1, varB, varC, w->dl, w->bu, w->dy, w->y, w->x, w->xs,
-                               w->as, w->dC_fixed);
-}
-
-static inline __attribute__((always_inline)) void NAME(reverse_chunk_as)(
-    const NAME(chunk_view) * v, int varB, int varC, const NAME(backward_buffers) * w) {
-    const int64_t N = v->dstate;
-    int64_t n0 = 0;
-    for (; n0 + NB <= N; n0 += NB)
-        NAME(reverse_states)(v, n0, NB, varB, varC, w->dl, w->uu, w->bu, w->dy, w->xs, w->as,
-                             w->x0, w->q, w->ddl, w->dub, w->dA, w->dB_fixed);
-    for (; n0 < N; ++n0)
-        NAME(reverse_states)(v, n0, 1, varB, varC, w->dl, w->uu, w->bu, w->dy, w->xs, w->as,
-                             w->x0, w->q, w->ddl, w->dub, w->dA, w->dB_fixed);
-}
-
 static void NAME(recompute_chunk)(const NAME(chunk_view) * v, int varB, int varC,
                                   const NAME(backward_buffers) * w) {
-    if (varB && varC) NAME(backward_chunk_as)(v, 1, 1, w);
-    else if (varB) NAME(backward_chunk_as)(v, 1, 0, w);
-    else if (varC) NAME(backward_chunk_as)(v, 0, 1, w);
-    else NAME(backward_chunk_as)(v, 0, 0, w);
+    OVER_STATES(NAME(recompute_states), v, varB, varC, w->dl, w->bu, w->dy, w->y, w->x, w->xs,
+                w->as, w->dC_fixed);
 }
 
 static void NAME(reverse_chunk)(const NAME(chunk_view) * v, int varB, int varC,
                                 const NAME(backward_buffers) * w) {
-    if (varB && varC) NAME(reverse_chunk_as)(v, 1, 1, w);
-    else if (varB) NAME(reverse_chunk_as)(v, 1, 0, w);
-    else if (varC) NAME(reverse_chunk_as)(v, 0, 1, w);
-    else NAME(reverse_chunk_as)(v, 0, 0, w);
+    OVER_STATES(NAME(reverse_states), v, varB, varC, w->dl, w->uu, w->bu, w->dy, w->xs, w->as,
+                w->x0, w->q, w->ddl, w->dub, w->dA, w->dB_fixed);
 }
 
 int NAME(scan_backward)(const scan_args *a) {
