@@ -145,3 +145,19 @@ def test_c_args_struct_and_its_ctypes_mirror_have_the_same_fields():
     assert c_fields == [name for name, _ in scan_native.ScanArgs._fields_]
     library = scan_native.LIBRARY.require()
     assert library.scan_args_size() == ctypes.sizeof(scan_native.ScanArgs)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=str)
+def test_native_nan_propagates_like_the_reference(dtype):
+    """A NaN in A or delta makes NaNs where the definition has them (the exp's range clamp must
+    not turn exp(NaN) into a number)."""
+    c = case(batch=1, dim=3, length=20, dstate=4, B="fixed")
+    t = make_inputs(c, dtype)
+    t["A"][1, 2] = float("nan")
+    t["delta"][0, 2, 5] = float("nan")
+    grad = upstream(c, dtype)
+    got, want = run(c, t, grad, "native"), truth(c, t, grad)
+    assert got[0].isnan().any()
+    torch.testing.assert_close(got[0], want[0].to(dtype), equal_nan=True, rtol=1e-4, atol=1e-4)
+    for name, g in got[1].items():
+        assert torch.equal(g.isnan(), want[1][name].isnan()), name

@@ -26,6 +26,9 @@
 
 #ifndef REAL
 
+#ifdef __AVX512F__
+#include <immintrin.h>
+#endif
 #include <omp.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -75,13 +78,25 @@ typedef int32_t ivec_f32 __attribute__((vector_size(64)));
 typedef double vec_f64 __attribute__((vector_size(64)));
 typedef int64_t ivec_f64 __attribute__((vector_size(64)));
 
+/* Clamps as single min / max instructions where AVX-512 has them (a compare and a blend each
+   otherwise). NaN passes through (max / min return their second operand if either is NaN), so
+   a NaN argument still makes a NaN result. */
+static inline __attribute__((always_inline)) vec_f32 vclamp_f32(vec_f32 x, float lo, float hi) {
+#ifdef __AVX512F__
+    x = (vec_f32)_mm512_max_ps(_mm512_set1_ps(lo), (__m512)x);
+    return (vec_f32)_mm512_min_ps(_mm512_set1_ps(hi), (__m512)x);
+#else
+    const vec_f32 l = (vec_f32){0} + lo, h = (vec_f32){0} + hi;
+    x = (vec_f32)(((ivec_f32)l & (x < l)) | ((ivec_f32)x & ~(x < l)));
+    return (vec_f32)(((ivec_f32)h & (x > h)) | ((ivec_f32)x & ~(x > h)));
+#endif
+}
+
 /* exp: x = k ln2 + r, |r| <= ln2 / 2, exp(r) by polynomial, times 2^k through the exponent
    bits. Arguments are clamped to the normal range (exp(-87.3) ~ 1e-38 stands in for smaller
    results, exp(88) for larger ones). float: Cephes' expf polynomial (~1 ulp). */
 static inline __attribute__((always_inline)) vec_f32 vexp_f32(vec_f32 x) {
-    const vec_f32 lo = (vec_f32){0} - 87.33654f, hi = (vec_f32){0} + 88.0f;
-    x = (vec_f32)(((ivec_f32)x & (x > lo)) | ((ivec_f32)lo & ~(x > lo)));
-    x = (vec_f32)(((ivec_f32)x & (x < hi)) | ((ivec_f32)hi & ~(x < hi)));
+    x = vclamp_f32(x, -87.33654f, 88.0f);
     const float magic = 12582912.0f; /* 1.5 * 2^23: adding it rounds to an integer */
     vec_f32 k = (x * 1.44269504088896341f + magic) - magic;
     vec_f32 r = x - k * 0.693359375f;
@@ -100,8 +115,8 @@ static inline __attribute__((always_inline)) vec_f32 vexp_f32(vec_f32 x) {
 /* double: Taylor series to r^13 (truncation < 1e-17 relative). */
 static inline __attribute__((always_inline)) vec_f64 vexp_f64(vec_f64 x) {
     const vec_f64 lo = (vec_f64){0} - 708.39, hi = (vec_f64){0} + 709.0;
-    x = (vec_f64)(((ivec_f64)x & (x > lo)) | ((ivec_f64)lo & ~(x > lo)));
-    x = (vec_f64)(((ivec_f64)x & (x < hi)) | ((ivec_f64)hi & ~(x < hi)));
+    x = (vec_f64)(((ivec_f64)lo & (x < lo)) | ((ivec_f64)x & ~(x < lo))); /* NaN stays */
+    x = (vec_f64)(((ivec_f64)hi & (x > hi)) | ((ivec_f64)x & ~(x > hi)));
     const double magic = 6755399441055744.0; /* 1.5 * 2^52 */
     vec_f64 k = (x * 1.4426950408889634 + magic) - magic;
     vec_f64 r = x - k * 6.93145751953125e-1;
@@ -180,7 +195,15 @@ static void *scratch(size_t bytes, int *failed) {
 #else /* ---------------------------------------------------------------------------------- */
 /* One element type: REAL, VEC lanes of VEC_T. */
 
-static inline VEC_T NAME(splat)(REAL s) { return (VEC_T){0} + s; }
+/* Element by element: (VEC_T){0} + s would cost an add (0 + s is not s for s = -0) and a
+   register broadcast instead of one broadcast load. */
+static inline VEC_T NAME(splat)(REAL s) {
+#if VEC == 16
+    return (VEC_T){s, s, s, s, s, s, s, s, s, s, s, s, s, s, s, s};
+#else
+    return (VEC_T){s, s, s, s, s, s, s, s};
+#endif
+}
 
 static inline VEC_T NAME(select)(IVEC_T mask, VEC_T a, VEC_T b) {
     return (VEC_T)((mask & (IVEC_T)a) | (~mask & (IVEC_T)b));
