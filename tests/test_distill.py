@@ -625,3 +625,16 @@ def test_teacher_without_num_features_is_refused() -> None:
     with pytest.raises(TypeError, match="no integer num_features"):
         OFA(_build("resnet"), NoWidth(), C)
     KD(_build("resnet"), NoWidth(), C)  # logit distillers need no width
+
+
+def test_optimizer_over_the_wrapper_skips_the_teacher_and_keeps_the_students_exemptions() -> None:
+    from timm.optim import create_optimizer_v2
+
+    student = _build("vit")
+    ofa = OFA(student, _build("convnext"), C)
+    optimizer = create_optimizer_v2(ofa, opt="adamw", lr=1e-3, weight_decay=0.05)
+    decayed = {id(p) for g in optimizer.param_groups if g["weight_decay"] > 0 for p in g["params"]}
+    in_optimizer = {id(p) for g in optimizer.param_groups for p in g["params"]}
+    assert in_optimizer == {id(p) for p in (*student.parameters(), *ofa.branches.parameters())}
+    assert id(student.pos_embed) not in decayed and id(student.cls_token) not in decayed
+    assert id(student.blocks[0].attn.qkv.weight) in decayed
