@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import ast
 import copy
+import functools
 import importlib
 import os
 import sys
@@ -102,6 +103,13 @@ def key_summary(state_dict: dict[str, Tensor]) -> str:
     return f"{len(state_dict)} tensors ({values / 1e6:.2f} M values); top-level keys: {groups}"
 
 
+@functools.cache
+def _meta_model(tag: str) -> nn.Module:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return timm.create_model(tag, device="meta")
+
+
 def fitting_models(state_dict: dict[str, Tensor]) -> list[str]:
     """Every registered zoo model (with its pretrained tags) that `state_dict` loads into."""
     fits = []
@@ -110,7 +118,7 @@ def fitting_models(state_dict: dict[str, Tensor]) -> list[str]:
             try:
                 with warnings.catch_warnings():
                     warnings.simplefilter("ignore")
-                    model = timm.create_model(tag, device="meta")
+                    model = _meta_model(tag)
                     _filter_fn(model)(dict(state_dict), model)
             except Exception:  # noqa: BLE001 (any filter failure means: does not fit)
                 continue
@@ -141,7 +149,9 @@ def map_keys(
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             mapped = _filter_fn(model)(dict(state_dict), model)
-    except CheckpointError as err:
+    except (CheckpointError, KeyError, IndexError) as err:  # a foreign layout may trip a filter
+        if not isinstance(err, CheckpointError):
+            err = CheckpointError(f"checkpoint does not fit {name}: {type(err).__name__} {err}")
         raise CheckpointError(_wrong_checkpoint(err, name, state_dict)) from None
     for w in caught:
         print(f"  note: {w.message}")
@@ -206,7 +216,13 @@ def convert(
     print(f"read {checkpoint}: {key_summary(state_dict)}")
     model = timm.create_model(name, **kwargs).eval()
     mapped, report = map_keys(state_dict, model, name)
-    model.load_state_dict(mapped, strict=True)
+    try:
+        model.load_state_dict(mapped, strict=True)
+    except RuntimeError as err:  # e.g. a head for other classes: say how to build the model
+        raise CheckpointError(
+            f"checkpoint does not load into {name} ({str(err).splitlines()[-1].strip()}); "
+            "pass --num-classes N or the pretrained tag it was trained with"
+        ) from None
     print(
         f"mapped onto {name} ({family_of(model)}): {len(report['renamed'])} keys renamed, "
         f"{len(report['unchanged'])} unchanged, {len(report['reshaped'])} reshaped, "

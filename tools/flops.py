@@ -253,7 +253,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--out", help="folder for flops.md/.json (default: benchmarks/ for a full default run)"
     )
+    parser.add_argument(
+        "--render-only",
+        action="store_true",
+        help="rewrite benchmarks/flops.md from flops.json (after a change of tools/published.py)",
+    )
     args = parser.parse_args(argv)
+    if args.render_only:
+        record = json.loads((OUT / "flops.json").read_text())
+        (OUT / "flops.md").write_text(render(record["rows"], record["meta"]))
+        print(f"wrote {OUT / 'flops.md'} from {OUT / 'flops.json'}")
+        return 0
     unknown = [m for m in args.models if not timm.is_model(m)]
     if unknown:
         parser.error(f"unknown model(s) {unknown}; zoo models: {', '.join(zoo_models())}")
@@ -267,7 +277,7 @@ def main(argv: list[str] | None = None) -> int:
         timm=timm.__version__,
         fvcore=version("fvcore"),
         python=platform.python_version(),
-        command="python tools/flops.py " + " ".join(argv if argv is not None else sys.argv[1:]),
+        command=" ".join(["python tools/flops.py", *(sys.argv[1:] if argv is None else argv)]),
         flop_convention=FLOP_CONVENTION,
     )
     rows = []

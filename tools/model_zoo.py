@@ -63,15 +63,15 @@ def _speed_rows(speed: dict) -> dict[tuple[str, tuple[int, ...]], dict]:
 
 def _results(tag: str) -> str:
     results = RESULTS_BY_TAG.get(tag, [])
-    return "<br>".join(f"{r.dataset} {r.metric}: **{r.value:g}** ({r.source})" for r in results)
+    return "<br>".join(f"{r.dataset} {r.metric}: **{r.value}** ({r.source})" for r in results)
 
 
 def _params(row: dict) -> str:
-    text = f"{row['params'] / 1e6:.3f} M" if row["params"] < 1e7 else f"{row['params'] / 1e6:.1f} M"
+    text = f"{row['params']:,}"
     if row["deploy"]:
-        text += f" / {row['deploy']['params'] / 1e6:.3f} M"
+        text += f" / {row['deploy']['params']:,}"
     elif row["params_forward"] != row["params"]:
-        text += f" ({row['params_forward'] / 1e6:.3f} M in forward)"
+        text += f" ({row['params_forward']:,} in forward)"
     return text
 
 
@@ -114,7 +114,7 @@ def render(flops: dict, speed: dict) -> str:
         "with its source).",
         "",
         f"- params / GFLOPs: training form / deploy form (`zoo.reparameterize`) where the family "
-        f"has one; GFLOPs: {FLOP_CONVENTION} (fvcore), batch 1 at the tag's input size; "
+        f"has one; GFLOPs: {FLOP_CONVENTION}, batch 1 at the tag's input size; "
         "details, the official code's counts and the conventions in "
         "[benchmarks/flops.md](benchmarks/flops.md).",
         f"- CPU img/s: training / deploy form, measured by `{sm['command'].strip()}` on "

@@ -187,10 +187,11 @@ OFFICIAL_FVCORE: tuple[OfficialCount, ...] = (
 # name). Each statement is an exact identity, checked by tests/test_flops_tool.py.
 CONVENTIONS: dict[str, str] = {
     "unireplknet": (
-        "official = ours - stem/downsample LayerNorms + SE pooling: fvcore counts our "
-        "F.layer_norm (5 per element) but not the official hand-written channels-first "
-        "LayerNorm, and counts the official SE's adaptive_avg_pool2d (1 per input element) but "
-        "not our SE's x.mean. Convs and linears are equal."
+        "official = ours - stem/downsample LayerNorms + SE pooling - head pooling: fvcore counts "
+        "our F.layer_norm (5 per element) but not the official hand-written channels-first "
+        "LayerNorm; it counts the official SE's adaptive_avg_pool2d (1 per input element) but "
+        "not our SE's x.mean, and our head's adaptive pool (C x h x w) but not the official "
+        "head's x.mean. Convs (conv + dwconv2d) and linears are equal."
     ),
     "inceptionnext": (
         "official = ours - C x h x w of the head's pooling: our head pools with "

@@ -42,11 +42,13 @@ def translation_table() -> dict[Callable, Callable]:
     def dwconv2d(x, weight, bias=None, padding=(0, 0), dilation=(1, 1), backend="auto"):
         # `backend` only picks the eager kernel; ONNX has one Conv
         ph, pw = padding
-        group = _group(tuple(weight.shape), "weight")
+        shape = tuple(weight.shape)
+        group = _group(shape, "weight")
         inputs = (x, weight) if bias is None else (x, weight, bias)
         return op.Conv(
             *inputs,
             group=group,
+            kernel_shape=[int(k) for k in shape[2:]],
             pads=[ph, pw, ph, pw],
             dilations=list(dilation),
             strides=[1, 1],

@@ -1,0 +1,269 @@
+"""tools/flops.py, tools/published.py and benchmarks/flops.json.
+
+References: fvcore's own conv handle on a copy of the model whose every depthwise conv is a
+plain nn.Conv2d; the FFT and scan formulas written out by hand; the official code's fvcore
+counts and the published numbers (tools/published.py, checked against the specs' text), with
+each family's convention difference computed here from the official architecture tables.
+"""
+
+import copy
+import json
+import math
+import re
+from pathlib import Path
+
+import pytest
+import timm
+import torch
+import torch.nn as nn
+from fvcore.nn import FlopCountAnalysis
+
+import ops
+import zoo
+
+from test_models_common import FAMILY_SMALLEST, SMALLEST, randomize_  # isort: skip
+
+ROOT = Path(__file__).resolve().parents[1]
+SPECS = ROOT.parent / "shared" / "specs"
+import sys  # noqa: E402
+
+sys.path.insert(0, str(ROOT / "tools"))
+import flops as flops_tool  # noqa: E402
+import published  # noqa: E402
+
+RECORD = json.loads((ROOT / "benchmarks" / "flops.json").read_text())
+ROWS = {r["tag"]: r for r in RECORD["rows"]}
+
+
+def plain_conv2d_copy(model: nn.Module) -> nn.Module:
+    """The model with every ops.DepthwiseConv2d replaced by an nn.Conv2d holding its weights."""
+    model = copy.deepcopy(model)
+    for parent in list(model.modules()):
+        for name, child in list(parent.named_children()):
+            if isinstance(child, ops.DepthwiseConv2d):
+                conv = nn.Conv2d(
+                    child.in_channels,
+                    child.out_channels,
+                    child.kernel_size,
+                    stride=child.stride,
+                    padding=child.padding,
+                    dilation=child.dilation,
+                    groups=child.groups,
+                    bias=child.bias is not None,
+                )
+                conv.load_state_dict(child.state_dict())
+                setattr(parent, name, conv)
+    assert not any(isinstance(m, ops.DepthwiseConv2d) for m in model.modules())
+    return model
+
+
+@pytest.mark.parametrize("family", FAMILY_SMALLEST)
+def test_count_equals_fvcore_of_the_plain_conv2d_model(family) -> None:
+    torch.manual_seed(0)
+    model = randomize_(timm.create_model(SMALLEST[family])).eval()
+    plain = plain_conv2d_copy(model).eval()
+    x = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        torch.testing.assert_close(plain(x), model(x), rtol=1e-5, atol=1e-5)
+    reference = FlopCountAnalysis(plain, x).unsupported_ops_warnings(False)
+    reference.uncalled_modules_warnings(False)
+    counted = flops_tool.count(model, x)
+    assert counted["flops"] == reference.total()
+    ours = counted["by_operator"]
+    assert ours["conv"] + ours["dwconv2d"] == reference.by_operator()["conv"]
+
+
+def test_fft_handles_count_the_stated_formulas() -> None:
+    class Spectral(nn.Module):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            y = torch.fft.irfft2(torch.fft.rfft2(x), s=x.shape[-2:])
+            return y + torch.fft.fft2(x.to(torch.complex64)).real
+
+    x = torch.randn(2, 3, 8, 16)
+    counted = flops_tool.count(Spectral(), x)
+    n, planes = 8 * 16, 2 * 3
+    real = planes * 2.5 * n * math.log2(n)  # rfft2 and irfft2 (real side 8 x 16)
+    assert counted["flops"] == int(real) * 2 + int(planes * 5 * n * math.log2(n))
+
+
+@torch.library.custom_op("zoo_test::scan", mutates_args=())
+def _scan(
+    u: torch.Tensor,
+    delta: torch.Tensor,
+    A: torch.Tensor,
+    B: torch.Tensor,
+    C: torch.Tensor,
+    D: torch.Tensor | None,
+    z: torch.Tensor | None,
+) -> torch.Tensor:
+    return u.clone()
+
+
+class Scan(nn.Module):
+    def __init__(self, with_d: bool, with_z: bool) -> None:
+        super().__init__()
+        self.with_d, self.with_z = with_d, with_z
+
+    def forward(self, u: torch.Tensor) -> torch.Tensor:
+        batch, dim, length = u.shape
+        A = torch.ones(dim, 5)
+        B = C = torch.ones(batch, 5, length)
+        D = torch.ones(dim) if self.with_d else None
+        z = u if self.with_z else None
+        return torch.ops.zoo_test.scan(u, u, A, B, C, D, z)
+
+
+@pytest.mark.parametrize(("with_d", "with_z"), [(False, False), (True, False), (True, True)])
+def test_selective_scan_handle_counts_mambas_formula(with_d, with_z) -> None:
+    u = torch.randn(2, 6, 7)
+    analysis = FlopCountAnalysis(Scan(with_d, with_z), u).unsupported_ops_warnings(False)
+    analysis.set_op_handle("zoo_test::scan", flops_tool.selective_scan_flop_jit)
+    batch, dim, length, state = 2, 6, 7, 5
+    expected = 9 * batch * length * dim * state + (with_d + with_z) * batch * dim * length
+    assert analysis.total() == expected
+
+
+def test_record_covers_every_registered_tag_with_the_codes_parameter_counts() -> None:
+    for name in timm.list_models(module=list(zoo.models.FAMILIES)):
+        for tag in flops_tool.tags(name):
+            assert tag in ROWS, f"{tag} missing from benchmarks/flops.json: run tools/flops.py"
+            model = timm.create_model(tag, device="meta")
+            assert ROWS[tag]["params"] == sum(p.numel() for p in model.parameters()), tag
+
+
+def _current(tag: str):
+    slow = math.prod(ROWS[tag]["input_size"]) > 3 * 512 * 512
+    return pytest.param(tag, id=tag, marks=[pytest.mark.slow] if slow else [])
+
+
+@pytest.mark.parametrize(
+    "tag", [_current(flops_tool.tags(SMALLEST[f])[0]) for f in zoo.models.FAMILIES]
+)
+def test_recorded_counts_are_those_of_the_current_code(tag) -> None:
+    row = flops_tool.measure(tag)
+    recorded = ROWS[tag]
+    for key in ("flops", "params", "params_forward", "by_operator", "deploy"):
+        assert row[key] == recorded[key], (tag, key)
+
+
+# --------------------------------------------------------------------------------------------
+# Our counts against the official code's, with each family's convention difference
+
+
+def _stage_maps(h: int, stride: int, n: int) -> list[int]:
+    return [(h // (stride * 2**i)) ** 2 for i in range(n)]
+
+
+# specs/unireplknet.md 1.9 (depths, dims); mkunet.md 1.1 (channels)
+UNIREPLKNET = {
+    "a": ((2, 2, 6, 2), (40, 80, 160, 320)),
+    "f": ((2, 2, 6, 2), (48, 96, 192, 384)),
+    "p": ((2, 2, 6, 2), (64, 128, 256, 512)),
+    "n": ((2, 2, 8, 2), (80, 160, 320, 640)),
+    "t": ((3, 3, 18, 3), (80, 160, 320, 640)),
+    "s": ((3, 3, 27, 3), (96, 192, 384, 768)),
+    "b": ((3, 3, 27, 3), (128, 256, 512, 1024)),
+    "l": ((3, 3, 27, 3), (192, 384, 768, 1536)),
+    "xl": ((3, 3, 27, 3), (256, 512, 1024, 2048)),
+}
+MKUNET = {
+    "t": (4, 8, 16, 24, 32),
+    "s": (8, 16, 32, 48, 80),
+    "b": (16, 32, 64, 96, 160),
+    "m": (32, 64, 128, 192, 320),
+    "l": (64, 128, 256, 384, 512),
+}
+INCEPTIONNEXT_LAST_DIM = {"atto": 320, "tiny": 768, "small": 768, "base": 1024, "base_384": 1024}
+
+
+def official_convention(tag: str, ours: dict) -> float:
+    """Our fvcore count turned into the official code's, by the stated conventions."""
+    row = ROWS[tag]
+    h = row["input_size"][1]
+    variant = row["model"].split("_", 1 if row["family"] != "mkunet" else 2)[-1]
+    if row["family"] == "unireplknet":
+        depths, dims = UNIREPLKNET[variant]
+        # official: no channels-first LayerNorm counted (ours: 5 per element); the head's
+        # nn.LayerNorm on the pooled (1, C) vector counts in both
+        layer_norms = ours["by_operator"].get("layer_norm", 0) - 5 * dims[-1]
+        # official SE: adaptive_avg_pool2d, 1 per input element, in every block
+        se_pools = sum(
+            d * n * hw for d, n, hw in zip(dims, depths, _stage_maps(h, 4, 4), strict=True)
+        )
+        head_pool = dims[-1] * (h // 32) ** 2  # ours: adaptive_avg_pool2d; official: x.mean
+        return ours["flops"] - layer_norms + se_pools - head_pool
+    if row["family"] == "inceptionnext":  # official head: x.mean, not counted
+        return ours["flops"] - INCEPTIONNEXT_LAST_DIM[variant] * (h // 32) ** 2
+    if row["family"] == "mkunet":  # official CBAM: AdaptiveAvgPool2d on each decoder input
+        channels = MKUNET[variant][::-1]  # decoder stages run C5 @ H/32 ... C1 @ H/2
+        return ours["flops"] + sum(c * (h // 2 ** (5 - i)) ** 2 for i, c in enumerate(channels))
+    if row["family"] == "bevanet":  # official: logits at 1/8, not resized (4 per output value)
+        h, w = row["input_size"][1:]
+        return ours["flops"] - 4 * row["num_classes"] * h * w
+    raise AssertionError(f"state the {row['family']} convention in tools/published.py and here")
+
+
+@pytest.mark.parametrize("official", published.OFFICIAL_FVCORE, ids=lambda c: c.tag)
+def test_counts_equal_the_official_codes_by_the_stated_convention(official) -> None:
+    row = ROWS[official.tag]
+    assert row["family"] in published.CONVENTIONS
+    for measured, ours in ((official.training, row), (official.deploy, row["deploy"])):
+        if measured is None:
+            continue
+        converted = official_convention(official.tag, ours)
+        if official.digits is None:
+            assert converted == measured
+        else:
+            assert abs(converted - measured) <= 0.5 * 10 ** (9 - official.digits), official.tag
+
+
+def test_recorded_differences_are_the_documented_ones() -> None:
+    # the exact statements of benchmarks/models_cpu.md and the family READMEs
+    a = ROWS["unireplknet_a.in1k"]["by_operator"]
+    assert a["conv"] + a["dwconv2d"] == 192_674_880  # equals the official conv part
+    assert ROWS["inceptionnext_tiny.sail_in1k"]["flops"] - 4_194_591_648 == 37_632
+    s = ROWS["bevanet_s.cityscapes"]
+    assert s["flops"] - 60_261_155_104 == 4 * 19 * 1024 * 2048
+
+
+# --------------------------------------------------------------------------------------------
+# Published numbers as data: as the specs quote them
+
+
+def _spec(family: str) -> str:
+    path = SPECS / f"{family}.md"
+    if not path.is_file():
+        pytest.skip(f"{path} not found (shared/ specs are beside the checkout)")
+    return path.read_text()
+
+
+def _number_in(text: str, value: float, scale: float) -> bool:
+    number = value / scale
+    forms = {f"{number:g}", f"{number:.1f}", f"{number:.2f}", f"{number:.3f}", f"{number:.4f}"}
+    return any(re.search(rf"(?<![\d.]){re.escape(f)}(?![\d])", text) for f in forms)
+
+
+def _family(tag: str) -> str:
+    return timm.create_model(tag.split(".")[0], device="meta").__module__.rsplit(".", 1)[-1]
+
+
+@pytest.mark.parametrize("result", published.RESULTS, ids=lambda r: f"{r.tag}-{r.dataset}")
+def test_published_results_are_the_specs_numbers(result) -> None:
+    assert _number_in(_spec(_family(result.tag)), result.value, 1)
+
+
+@pytest.mark.parametrize("cost", published.COSTS, ids=lambda c: c.tag)
+def test_published_costs_are_the_specs_numbers(cost) -> None:
+    text = _spec(_family(cost.tag))
+    if cost.params is not None:
+        assert _number_in(text, cost.params, 1e6), cost.params
+    if cost.flops is not None:
+        assert _number_in(text, cost.flops, 1e9), cost.flops
+
+
+@pytest.mark.parametrize("official", published.OFFICIAL_FVCORE, ids=lambda c: c.tag)
+def test_official_counts_are_the_specs_measurements(official) -> None:
+    text = _spec(_family(official.tag)).replace(",", "")
+    for value in (official.training, official.deploy):
+        if value is not None:  # exact, or at a precision the spec gives
+            assert _number_in(text, value, 1) or _number_in(text, value, 1e9), value
