@@ -314,7 +314,8 @@ static void NAME(add_lane_sums)(REAL *dst, const VEC_T *v, const VEC_T *scale, i
             VEC_T sums = NAME(lane_sums)(v + s * N + n, N, scale ? scale + s : NULL);
             NAME(storeu)(row + s, NAME(loadu)(row + s) + sums);
         }
-        for (; s < steps; ++s) row[s] += NAME(hsum)(v[s * N + n] * (scale ? scale[s] : NAME(splat)(1)));
+        for (; s < steps; ++s)
+            row[s] += NAME(hsum)(v[s * N + n] * (scale ? scale[s] : NAME(splat)(1)));
     }
 }
 
@@ -326,7 +327,8 @@ static void NAME(load_transposed)(VEC_T *buf, const REAL *src, int64_t ld, int l
     int64_t s = 0;
     for (; s + VEC <= steps; s += VEC) {
         VEC_T r[VEC];
-        for (int k = 0; k < VEC; ++k) r[k] = k < lanes ? NAME(loadu)(src + k * ld + s) : (VEC_T){0};
+        for (int k = 0; k < VEC; ++k)
+            r[k] = k < lanes ? NAME(loadu)(src + k * ld + s) : (VEC_T){0};
         NAME(transpose)(r);
         memcpy(buf + s, r, sizeof(r));
     }
@@ -418,10 +420,12 @@ static void NAME(prefetch_chunk)(const scan_args *a, int64_t row, int lanes, int
     const int64_t l0 = next * T, count = L - l0 < T ? L - l0 : T;
     const void *reads[] = {a->u, a->delta, a->z, extra};
     for (int i = 0; i < 4; ++i)
-        if (reads[i]) NAME(prefetch_rows)((const REAL *)reads[i] + row * L + l0, L, lanes, count, 0);
+        if (reads[i])
+            NAME(prefetch_rows)((const REAL *)reads[i] + row * L + l0, L, lanes, count, 0);
     if (writes) NAME(prefetch_rows)((const REAL *)writes + row * L + l0, L, lanes, count, 1);
-    if (a->variable_B) NAME(prefetch_rows)((const REAL *)a->B + pair * N * L + l0, L, N, count, 0);
-    if (a->variable_C) NAME(prefetch_rows)((const REAL *)a->C + pair * N * L + l0, L, N, count, 0);
+    const REAL *group_rows[] = {a->variable_B ? a->B : NULL, a->variable_C ? a->C : NULL};
+    for (int i = 0; i < 2; ++i)
+        if (group_rows[i]) NAME(prefetch_rows)(group_rows[i] + pair * N * L + l0, L, N, count, 0);
 }
 
 /* The per-chunk inputs of one item: dl = delta' (and its softplus derivative), uu = u,
