@@ -194,8 +194,13 @@ def export(
     opset: int = DEFAULT_OPSET,
     verify: bool = True,
     tolerance: float = TOLERANCE,
+    program: torch.export.ExportedProgram | None = None,
 ) -> dict:
-    """Export an eval-mode `model`; returns what was written and how well it matched eager."""
+    """Export an eval-mode `model`; returns what was written and how well it matched eager.
+
+    program: the model's `export_program` at this input size, when the caller already traced
+    it (to write both formats from one trace).
+    """
     if fmt not in ("onnx", "pt2"):
         raise ExportError(f"format must be 'onnx' or 'pt2', got {fmt!r}")
     model.eval()
@@ -204,7 +209,8 @@ def export(
     trace_batch = 2 if dynamic_batch else 1
     x = example_input(model, input_size, trace_batch)
     start = time.perf_counter()
-    program = export_program(model, x, dynamic_batch)
+    if program is None:
+        program = export_program(model, x, dynamic_batch)
     info: dict = dict(path=str(path), format=fmt, input_size=tuple(input_size))
     info["custom_ops"] = {op.name(): n for op, n in custom_ops(program).items()}
     if fmt == "onnx":

@@ -13,8 +13,9 @@ Counting convention (also written at the top of benchmarks/flops.md):
 - FFTs (`torch.fft.*`, which fvcore skips): 2.5 N log2 N per real transform (rfft / irfft) and
   5 N log2 N per complex one, N = points of the transformed dims, per plane (FFTW's operation
   count of a radix-2 transform, the estimate of specs/deeprftv2.md).
-- Selective scan (`zoo::selective_scan`): 9 B L D N, + B D L with D, + B D L with z (the
-  formula of mamba's `flops_selective_scan_ref` as VMamba's fvcore handle writes it).
+- Selective scan (`zoo::selective_scan`) and any other op of `ops`: the fvcore handle its
+  package declares (`FVCORE_HANDLES`; for the scan 9 B L D N, + B D L with D, + B D L with z:
+  VMamba's formula of mamba's `flops_selective_scan_ref`).
 - "params in forward": parameters of the modules `forward` runs (training-only heads excluded).
 
 Published numbers and the official code's counts come from tools/published.py.
@@ -25,8 +26,10 @@ from __future__ import annotations
 import argparse
 import copy
 import datetime
+import importlib
 import json
 import math
+import pkgutil
 import platform
 import sys
 import warnings
@@ -84,17 +87,6 @@ def fft_flop_jit(real: str | None, default_dims: tuple[int, ...] | None):
     return handle
 
 
-def selective_scan_flop_jit(inputs: list, outputs: list) -> int:
-    """fvcore handle of zoo::selective_scan(u, delta, A, B, C, D, z, ...): u (B, D, L), A (D, N)."""
-    batch, dim, length = get_shape(inputs[0])
-    state = get_shape(inputs[2])[-1]
-    flops = 9 * batch * length * dim * state
-    for optional in inputs[5:7]:  # D, z
-        if optional.type().kind() != "NoneType":
-            flops += batch * dim * length
-    return flops
-
-
 _FFT_OPS = {
     "fft_rfft": ("input", (-1,)),
     "fft_irfft": ("output", (-1,)),
@@ -109,10 +101,18 @@ _FFT_OPS = {
     "fft_fftn": (None, None),
     "fft_ifftn": (None, None),
 }
-EXTRA_HANDLES = {
-    **{f"aten::{op}": fft_flop_jit(*spec) for op, spec in _FFT_OPS.items()},
-    "zoo::selective_scan": selective_scan_flop_jit,
-}
+FFT_HANDLES = {f"aten::{op}": fft_flop_jit(*spec) for op, spec in _FFT_OPS.items()}
+
+
+def op_handles() -> dict:
+    """The fvcore handles every op package of `ops` declares (`FVCORE_HANDLES`: zoo::dwconv2d,
+    zoo::selective_scan, ...), so a new op is counted by its own formula."""
+    handles = {}
+    for package in pkgutil.iter_modules(ops.__path__):
+        if package.ispkg:
+            module = importlib.import_module(f"ops.{package.name}")
+            handles.update(getattr(module, "FVCORE_HANDLES", {}))
+    return handles
 
 
 def count(model: nn.Module, x: torch.Tensor) -> dict:
@@ -122,10 +122,7 @@ def count(model: nn.Module, x: torch.Tensor) -> dict:
     previous = ops.get_backend()
     ops.set_backend("torch")
     try:
-        analysis = FlopCountAnalysis(model, x)
-        for name, handle in EXTRA_HANDLES.items():
-            if name not in analysis._op_handles:
-                analysis.set_op_handle(name, handle)
+        analysis = FlopCountAnalysis(model, x).set_op_handle(**FFT_HANDLES, **op_handles())
         analysis.unsupported_ops_warnings(False).uncalled_modules_warnings(False)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # jit tracer warnings
