@@ -638,3 +638,10 @@ def test_optimizer_over_the_wrapper_skips_the_teacher_and_keeps_the_students_exe
     assert in_optimizer == {id(p) for p in (*student.parameters(), *ofa.branches.parameters())}
     assert id(student.pos_embed) not in decayed and id(student.cls_token) not in decayed
     assert id(student.blocks[0].attn.qkv.weight) in decayed
+
+
+def test_building_the_branches_leaves_every_student_module_in_its_own_mode() -> None:
+    student = _build("resnet").train()
+    student.layer1.eval()  # e.g. a frozen part of the student
+    OFA(student, _build("convnext"), C)
+    assert student.training and not student.layer1.training and student.layer2.training

@@ -92,9 +92,10 @@ def probe_features(
 ) -> tuple[torch.Size, list[torch.Size]]:
     """Shapes of `model.forward_intermediates` (final features, every intermediate) for one
     input of `input_size`, computed on the meta device; a model with an op that has no meta
-    kernel runs once on zeros instead. The model's train/eval mode is left as it was."""
+    kernel runs once on zeros instead. Every module's train/eval mode is left as it was."""
     wrapper = _Intermediates(model)
-    was_training = model.training
+    # each module's own mode, restored below (a student may hold frozen parts in eval mode)
+    modes = {m: m.training for m in model.modules()}
     model.eval()  # BatchNorm in train mode would update its (meta) statistics
     try:
         with torch.no_grad():
@@ -109,7 +110,8 @@ def probe_features(
                 device = next(chain(model.parameters(), model.buffers())).device
                 final, feats = wrapper(torch.zeros(1, *input_size, device=device))
     finally:
-        model.train(was_training)
+        for m, training in modes.items():
+            m.training = training
     return final.shape, [f.shape for f in feats]
 
 

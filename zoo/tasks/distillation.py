@@ -185,9 +185,15 @@ class DistillationTask(ClassificationTask):
 
     # --- student EMA ---------------------------------------------------------------------
 
-    def on_fit_start(self) -> None:
+    def _ema_to_device(self) -> None:
         if self._ema:
             self._ema[0].module.to(self.device)
+
+    def on_fit_start(self) -> None:
+        self._ema_to_device()
+
+    def on_validation_start(self) -> None:  # `validate` runs without on_fit_start
+        self._ema_to_device()
 
     def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
         # once per optimizer step (gradient accumulation runs several batches per step)
