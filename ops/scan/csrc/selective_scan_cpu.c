@@ -108,8 +108,12 @@ static inline __attribute__((always_inline)) vec_f32 vexp_f32(vec_f32 x) {
     p = p * r + 1.6666665459e-1f;
     p = p * r + 5.0000001201e-1f;
     p = p * r * r + r + 1.0f;
+#ifdef __AVX512F__ /* p 2^k in one instruction instead of four */
+    return (vec_f32)_mm512_scalef_ps((__m512)p, (__m512)k);
+#else
     ivec_f32 e = (__builtin_convertvector(k, ivec_f32) + 127) << 23;
     return p * (vec_f32)e;
+#endif
 }
 
 /* double: Taylor series to r^13 (truncation < 1e-17 relative). */
@@ -127,8 +131,12 @@ static inline __attribute__((always_inline)) vec_f64 vexp_f64(vec_f64 x) {
         1.0 / 5040.0,      1.0 / 720.0,      1.0 / 120.0,     1.0 / 24.0,     1.0 / 6.0,
         1.0 / 2.0,         1.0,              1.0};
     for (int i = 0; i < 13; ++i) p = p * r + inverse_factorial[i];
+#ifdef __AVX512F__
+    return (vec_f64)_mm512_scalef_pd((__m512d)p, (__m512d)k);
+#else
     ivec_f64 e = (__builtin_convertvector(k, ivec_f64) + 1023) << 52;
     return p * (vec_f64)e;
+#endif
 }
 
 static inline int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
