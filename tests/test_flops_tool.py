@@ -28,6 +28,7 @@ SPECS = ROOT.parent / "shared" / "specs"
 import sys  # noqa: E402
 
 sys.path.insert(0, str(ROOT / "tools"))
+import convert as convert_tool  # noqa: E402
 import flops as flops_tool  # noqa: E402
 import published  # noqa: E402
 
@@ -114,7 +115,7 @@ def test_record_covers_every_registered_tag_with_the_codes_parameter_counts() ->
     for name in timm.list_models(module=list(zoo.models.FAMILIES)):
         for tag in flops_tool.tags(name):
             assert tag in ROWS, f"{tag} missing from benchmarks/flops.json: run tools/flops.py"
-            model = timm.create_model(tag, device="meta")
+            model = convert_tool._meta_model(tag)
             assert ROWS[tag]["params"] == sum(p.numel() for p in model.parameters()), tag
 
 
@@ -231,7 +232,7 @@ def _number_in(text: str, value: float, scale: float) -> bool:
 
 
 def _family(tag: str) -> str:
-    return timm.create_model(tag.split(".")[0], device="meta").__module__.rsplit(".", 1)[-1]
+    return type(convert_tool._meta_model(tag)).__module__.rsplit(".", 1)[-1]
 
 
 @pytest.mark.parametrize("result", published.RESULTS, ids=lambda r: f"{r.tag}-{r.dataset}")
@@ -254,3 +255,12 @@ def test_official_counts_are_the_specs_measurements(official) -> None:
     for value in (official.training, official.deploy):
         if value is not None:  # exact, or at a precision the spec gives
             assert _number_in(text, value, 1) or _number_in(text, value, 1e9), value
+
+
+def test_markdown_is_the_rendering_of_the_record() -> None:
+    text = (ROOT / "benchmarks" / "flops.md").read_text()
+    assert text == flops_tool.render(RECORD["rows"], RECORD["meta"]), (
+        "benchmarks/flops.md is stale: python tools/flops.py --render-only"
+    )
+    for family, statement in published.CONVENTIONS.items():
+        assert f"- {family}: {statement}" in text

@@ -238,9 +238,11 @@ def _official_text(tag: str) -> str:
     count = OFFICIAL_BY_TAG.get(tag)
     if count is None:
         return ""
-    forms = [("training", count.training), ("deploy", count.deploy)]
+    forms = [("training ", count.training), ("deploy ", count.deploy)]
+    if count.deploy is None:
+        forms = [("", count.training)]
     values = ", ".join(
-        f"{form} {format_official(value, count.digits)}" for form, value in forms if value
+        f"{form}{format_official(value, count.digits)}" for form, value in forms if value
     )
     return f"{count.source}: {values}"
 
