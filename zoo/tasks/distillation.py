@@ -34,10 +34,11 @@ class DistillationTask(ClassificationTask):
     `train/loss_ofa` next to their sum `train/loss`.
 
     Checkpoints hold the bare student: `state_dict` loads into
-    `timm.create_model(model_name)` as it is (and through `pretrained_file=` anywhere in the
-    zoo), `state_dict_ema` holds its EMA when `ema_decay` is set. The teacher is never saved
-    (it is rebuilt from `teacher_file`); the OFA branches ride along under `distill_branches`
-    only so that `fit --ckpt_path last` resumes them.
+    `timm.create_model(model_name, num_classes=num_classes)` as it is, `state_dict_ema` holds
+    its EMA when `ema_decay` is set (timm's loaders prefer it, by their convention). The teacher
+    is never saved (it is rebuilt from `teacher_file`); the OFA branches ride along under
+    `distill_branches` only so that `fit --ckpt_path last` resumes them. Lightning's warning
+    that modules are in eval mode at the start of training is about the teacher, on purpose.
 
     Args:
         distiller: `ofa` (OFA-KD), `kd` (Hinton KD), `dkd` (decoupled KD) or `none` (the
@@ -130,7 +131,7 @@ class DistillationTask(ClassificationTask):
         # and the branches (the frozen teacher's parameters are skipped by timm's factory)
         self.model: Distiller = DISTILLERS[distiller](student, teacher, hp.num_classes, **options)
         # a list keeps the EMA copy out of the module tree: out of `state_dict`, `.train()`,
-        # the optimizer and Lightning's device moves (done by hand in `on_fit_start`)
+        # the optimizer and Lightning's device moves (done by hand, `_ema_to_device`)
         self._ema: list[ModelEmaV3] = [] if ema_decay is None else [ModelEmaV3(student, ema_decay)]
         self._ema_step = -1
         if self._ema:
