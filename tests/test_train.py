@@ -16,6 +16,7 @@ from types import SimpleNamespace
 
 import lightning.pytorch as pl
 import pytest
+import timm
 import torch
 import yaml
 
@@ -627,3 +628,25 @@ def test_num_classes_disagreeing_with_labels_found(capsys, tmp_path: Path) -> No
 
 def test_config_error_is_a_value_error() -> None:
     assert issubclass(ConfigError, ValueError)
+
+
+def test_pretrained_file_with_a_head_of_the_requested_classes_keeps_it(tmp_path):
+    """Fine-tuning from one's own 10-class checkpoint: timm alone drops the classifier whenever
+    num_classes differs from the architecture's default (1000), losing the trained head."""
+    from safetensors.torch import save_file
+
+    from zoo.tasks import create_model_by_name
+
+    torch.manual_seed(0)
+    trained = timm.create_model("inceptionnext_atto", num_classes=10).eval()
+    with torch.no_grad():
+        trained.get_classifier().weight.normal_()
+    path = tmp_path / "digits.safetensors"
+    save_file({k: v.contiguous() for k, v in trained.state_dict().items()}, str(path))
+    loaded = create_model_by_name("inceptionnext_atto", str(path), num_classes=10).eval()
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(x), trained(x))
+    # a head of another size is still dropped (fine-tuning an ImageNet file to 7 classes)
+    other = create_model_by_name("inceptionnext_atto", str(path), num_classes=7)
+    assert other.get_classifier().weight.shape[0] == 7

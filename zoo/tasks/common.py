@@ -36,9 +36,25 @@ def create_model_by_name(
         # For timm's own models too: a missing or non-checkpoint file is a CheckpointError (one
         # `error:` line in train.py), not timm's bare FileNotFoundError or torch's advice to
         # unpickle with weights_only=False. A zip checkpoint is memory-mapped for this check.
-        load_checkpoint_file(pretrained_file, mmap=True)
-        kwargs.update(pretrained=True, pretrained_cfg_overlay=dict(file=pretrained_file))
+        state = load_checkpoint_file(pretrained_file, mmap=True)
+        overlay = dict(file=pretrained_file)
+        if _head_fits(state, model_name, kwargs.get("num_classes")):
+            # timm drops the classifier whenever num_classes differs from the architecture's
+            # default; a file whose head already has the requested classes keeps it.
+            overlay["num_classes"] = kwargs["num_classes"]
+        kwargs.update(pretrained=True, pretrained_cfg_overlay=overlay)
     return timm.create_model(model_name, **kwargs)
+
+
+def _head_fits(state: dict, model_name: str, num_classes: int | None) -> bool:
+    """Whether the checkpoint's classifier (named by the model's pretrained cfg) already has
+    `num_classes` outputs."""
+    cfg = timm.models.get_pretrained_cfg(model_name)
+    if num_classes is None or cfg is None or not cfg.classifier:
+        return False
+    names = (cfg.classifier,) if isinstance(cfg.classifier, str) else tuple(cfg.classifier)
+    weights = [state.get(f"{name}.weight") for name in names]
+    return all(w is not None and w.shape[0] == num_classes for w in weights)
 
 
 class TimmTask(pl.LightningModule):
