@@ -269,16 +269,17 @@ _GPU_BLOCK_D = 4
 _INTERPRETER_BLOCK_D = 16
 
 
-def _launch_shape(u: Tensor, A: Tensor, B: Tensor, C: Tensor):
+def _launch_shape(u: Tensor, A: Tensor, B: Tensor, C: Tensor) -> tuple[dict, int, int]:
+    """(the kernels' size arguments, the number of programs, BLOCK_D)."""
     batch, dim, length = u.shape
     groups = B.shape[1] if B.dim() == 4 else C.shape[1] if C.dim() == 4 else 1
     per_group = dim // groups
     most = _INTERPRETER_BLOCK_D if _INTERPRETED else _GPU_BLOCK_D
     block_d = min(triton.next_power_of_2(per_group), most)
     blocks = triton.cdiv(per_group, block_d)
-    return dict(
-        DIM=dim, L=length, N=A.shape[1], PER_GROUP=per_group, GROUPS=groups, BLOCKS=blocks,
-    ), batch * groups * blocks, block_d  # fmt: skip
+    sizes = dict(DIM=dim, L=length, N=A.shape[1], PER_GROUP=per_group, GROUPS=groups,
+                 BLOCKS=blocks)  # fmt: skip
+    return sizes, batch * groups * blocks, block_d
 
 
 def _flags(B, C, D, z, delta_bias, delta_softplus, dtype, block_d, n, chunk) -> dict:
