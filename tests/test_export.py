@@ -174,6 +174,17 @@ def test_compile_fullgraph_has_zero_graph_breaks_and_matches_eager(family, deplo
         torch.testing.assert_close(compiled(x), model(x), rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.slow
+@pytest.mark.parametrize("family", FAMILY_SMALLEST)
+def test_compile_fullgraph_inductor_runs_the_exported_form(family) -> None:
+    model = smallest(family, deploy=True)
+    x = torch.randn(1, *SIZE)
+    torch._dynamo.reset()
+    compiled = torch.compile(model, fullgraph=True)  # inductor: C++ kernels on the CPU
+    with torch.no_grad():
+        torch.testing.assert_close(compiled(x), model(x), rtol=1e-4, atol=1e-4)
+
+
 # --------------------------------------------------------------------------------------------
 # UniRepLKNet's deploy form: one Conv per large-kernel block
 
