@@ -264,3 +264,7 @@ def test_markdown_is_the_rendering_of_the_record() -> None:
     )
     for family, statement in published.CONVENTIONS.items():
         assert f"- {family}: {statement}" in text
+    rows = {line.split(" | ")[0][2:]: line for line in text.splitlines() if line.startswith("| ")}
+    for official in published.OFFICIAL_FVCORE:  # every official count beside ours
+        value = official.deploy if official.training is None else official.training
+        assert published.format_official(value, official.digits) in rows[official.tag]

@@ -2,6 +2,7 @@
 
     python tools/flops.py                        # every variant and pretrained tag -> benchmarks/
     python tools/flops.py unireplknet_a mk_unet_b --input-size 3 512 512     # print only
+    python tools/flops.py deeprftv2_b --update   # count one model into benchmarks/flops.json
 
 Counting convention (also written at the top of benchmarks/flops.md):
 - fvcore's `FlopCountAnalysis` of `model(x)` in eval mode, batch 1, at the pretrained tag's
@@ -173,7 +174,7 @@ def _m(params: float | None) -> str:
 def _official(row: dict) -> tuple[str, str]:
     """(the official code's fvcore count(s), ours minus it) at the measurement's precision."""
     official = OFFICIAL_BY_TAG.get(row["tag"])
-    if official is None or (row["input_size"] != _cfg_size(row["tag"])):
+    if official is None or tuple(row["input_size"]) != _cfg_size(row["tag"]):
         return "—", "—"
     texts, deltas = [], []
     for form, value in (("train", official.training), ("deploy", official.deploy)):
@@ -251,11 +252,18 @@ def main(argv: list[str] | None = None) -> int:
         "--out", help="folder for flops.md/.json (default: benchmarks/ for a full default run)"
     )
     parser.add_argument(
+        "--update",
+        action="store_true",
+        help="count only MODELs and merge them into benchmarks/flops.json (a new variant)",
+    )
+    parser.add_argument(
         "--render-only",
         action="store_true",
         help="rewrite benchmarks/flops.md from flops.json (after a change of tools/published.py)",
     )
     args = parser.parse_args(argv)
+    if args.update and args.input_size:
+        parser.error("--update records at each tag's input size: drop --input-size")
     if args.render_only:
         record = json.loads((OUT / "flops.json").read_text())
         (OUT / "flops.md").write_text(render(record["rows"], record["meta"]))
@@ -281,9 +289,15 @@ def main(argv: list[str] | None = None) -> int:
     for tag in names:
         print(f"{tag} ...", flush=True)
         rows.append(measure(tag, tuple(args.input_size) if args.input_size else None))
+    if args.update:  # merge into the record, in registry order (e.g. a new family's variants)
+        record = json.loads((OUT / "flops.json").read_text())
+        merged = {r["tag"]: r for r in record["rows"]} | {r["tag"]: r for r in rows}
+        order = [t for m in zoo_models() for t in tags(m)]
+        rows = [merged[t] for t in order if t in merged]
+        meta["command"] = f"{record['meta']['command']}; {meta['command']}"
     text = render(rows, meta)
     print("\n" + text)
-    out = args.out or (None if args.models or args.input_size else OUT)
+    out = args.out or (None if (args.models or args.input_size) and not args.update else OUT)
     if out is not None:
         out = Path(out)
         out.mkdir(parents=True, exist_ok=True)
