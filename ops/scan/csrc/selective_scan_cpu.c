@@ -54,6 +54,8 @@ int scan_args_size(void) { return (int)sizeof(scan_args); }
 
 enum { SCAN_OK = 0, SCAN_NO_MEMORY = 1 };
 
+#define LOG2E 1.44269504088896340736
+
 /* State indices whose recurrences run side by side (independent dependency chains). */
 #define NB 4
 
@@ -92,28 +94,38 @@ static inline __attribute__((always_inline)) vec_f32 vclamp_f32(vec_f32 x, float
 #endif
 }
 
-/* exp: x = k ln2 + r, |r| <= ln2 / 2, exp(r) by polynomial, times 2^k through the exponent
-   bits. Arguments are clamped to the normal range (exp(-87.3) ~ 1e-38 stands in for smaller
-   results, exp(88) for larger ones). float: Cephes' expf polynomial (~1 ulp). */
-static inline __attribute__((always_inline)) vec_f32 vexp_f32(vec_f32 x) {
-    x = vclamp_f32(x, -87.33654f, 88.0f);
+/* 2^t = 2^k 2^f, k = round(t), |f| <= 1/2, 2^f by a degree-6 polynomial (relative error
+   < 1e-7: least squares on [-1/2, 1/2], checked in float arithmetic); 2^k through the exponent
+   bits. The scan calls it with t = delta' (A log2 e), A scaled once per item: an exp costs
+   12 instructions instead of 15. Arguments are clamped to the normal range (2^-126 stands in
+   for smaller results, 2^127 for larger ones). */
+static inline __attribute__((always_inline)) vec_f32 vexp2_f32(vec_f32 t) {
+    t = vclamp_f32(t, -126.0f, 127.0f);
+#ifdef __AVX512F__
+    const vec_f32 k = (vec_f32)_mm512_roundscale_ps(
+        (__m512)t, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+#else
     const float magic = 12582912.0f; /* 1.5 * 2^23: adding it rounds to an integer */
-    vec_f32 k = (x * 1.44269504088896341f + magic) - magic;
-    vec_f32 r = x - k * 0.693359375f;
-    r = r - k * -2.12194440e-4f;
-    vec_f32 p = (vec_f32){0} + 1.9875691500e-4f;
-    p = p * r + 1.3981999507e-3f;
-    p = p * r + 8.3334519073e-3f;
-    p = p * r + 4.1665795894e-2f;
-    p = p * r + 1.6666665459e-1f;
-    p = p * r + 5.0000001201e-1f;
-    p = p * r * r + r + 1.0f;
+    const vec_f32 k = (t + magic) - magic;
+#endif
+    const vec_f32 f = t - k; /* exact */
+    vec_f32 p = (vec_f32){0} + 1.5345811601014892e-4f;
+    p = p * f + 1.3399931216465397e-3f;
+    p = p * f + 9.618488958617567e-3f;
+    p = p * f + 5.55032877697387e-2f;
+    p = p * f + 2.4022646890620142e-1f;
+    p = p * f + 6.931472057372626e-1f;
+    p = p * f + 1.0000000005541694f;
 #ifdef __AVX512F__ /* p 2^k in one instruction instead of four */
     return (vec_f32)_mm512_scalef_ps((__m512)p, (__m512)k);
 #else
     ivec_f32 e = (__builtin_convertvector(k, ivec_f32) + 127) << 23;
     return p * (vec_f32)e;
 #endif
+}
+
+static inline __attribute__((always_inline)) vec_f32 vexp_f32(vec_f32 x) {
+    return vexp2_f32(x * 1.44269504088896341f);
 }
 
 /* double: Taylor series to r^13 (truncation < 1e-17 relative). */
@@ -137,6 +149,10 @@ static inline __attribute__((always_inline)) vec_f64 vexp_f64(vec_f64 x) {
     ivec_f64 e = (__builtin_convertvector(k, ivec_f64) + 1023) << 52;
     return p * (vec_f64)e;
 #endif
+}
+
+static inline __attribute__((always_inline)) vec_f64 vexp2_f64(vec_f64 t) {
+    return vexp_f64(t * 0.69314718055994530942);
 }
 
 static inline int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
@@ -180,6 +196,7 @@ static void *scratch(size_t bytes, int *failed) {
 #define VEC_T vec_f32
 #define IVEC_T ivec_f32
 #define VEXP vexp_f32
+#define VEXP2 vexp2_f32
 #define LOG1P_TERMS 7 /* 2 atanh(s) to s^13: < 2e-8 relative */
 #define SUFFIX _f32
 #include __FILE__
@@ -188,6 +205,7 @@ static void *scratch(size_t bytes, int *failed) {
 #undef VEC_T
 #undef IVEC_T
 #undef VEXP
+#undef VEXP2
 #undef LOG1P_TERMS
 #undef SUFFIX
 
@@ -196,6 +214,7 @@ static void *scratch(size_t bytes, int *failed) {
 #define VEC_T vec_f64
 #define IVEC_T ivec_f64
 #define VEXP vexp_f64
+#define VEXP2 vexp2_f64
 #define LOG1P_TERMS 16 /* to s^31: < 1e-17 relative */
 #define SUFFIX _f64
 #include __FILE__
@@ -372,6 +391,7 @@ static void NAME(store_rows)(REAL *dst, const VEC_T *v, int64_t ld, int lanes, i
 typedef struct {
     const REAL *Bp, *Cp; /* variable: the group's (N, L) rows, offset to the chunk's start */
     const VEC_T *Bv, *Cv, *Av;
+    const VEC_T *A2v; /* A log2 e: the exps' argument is delta' A2v */
     int64_t length, steps, dstate;
 } NAME(chunk_view);
 
@@ -382,7 +402,7 @@ static inline __attribute__((always_inline)) void NAME(forward_states)(
     const VEC_T *bu, VEC_T *y, VEC_T *x) {
     VEC_T xr[NB], ar[NB], br[NB], cr[NB];
     for (int j = 0; j < nb; ++j) {
-        xr[j] = x[n0 + j], ar[j] = v->Av[n0 + j];
+        xr[j] = x[n0 + j], ar[j] = v->A2v[n0 + j];
         if (!varB) br[j] = v->Bv[n0 + j];
         if (!varC) cr[j] = v->Cv[n0 + j];
     }
@@ -391,7 +411,7 @@ static inline __attribute__((always_inline)) void NAME(forward_states)(
     for (int64_t s = 0; s < v->steps; ++s) {
         VEC_T d = dl[s], b = bu[s], acc = y[s];
         for (int j = 0; j < nb; ++j) {
-            VEC_T a = VEXP(d * ar[j]);
+            VEC_T a = VEXP2(d * ar[j]);
             xr[j] = a * xr[j] + b * (varB ? NAME(splat)(Bp[j * v->length + s]) : br[j]);
             acc += xr[j] * (varC ? NAME(splat)(Cp[j * v->length + s]) : cr[j]);
         }
@@ -492,10 +512,10 @@ int NAME(scan_forward)(const scan_args *a) {
     {
         VEC_T *buf = scratch(sizeof(VEC_T) * (5 * T + 4 * N), &failed);
         NAME(chunk_inputs) in = {0};
-        VEC_T *y = NULL, *Av = NULL, *Bv = NULL, *Cv = NULL, *x = NULL;
+        VEC_T *y = NULL, *A2v = NULL, *Bv = NULL, *Cv = NULL, *x = NULL;
         if (buf) {
             in.dl = buf, in.uu = buf + T, in.bu = buf + 2 * T, in.zz = buf + 3 * T;
-            y = buf + 4 * T, Av = y + T, Bv = Av + N, Cv = Bv + N, x = Cv + N;
+            y = buf + 4 * T, A2v = y + T, Bv = A2v + N, Cv = Bv + N, x = Cv + N;
         }
         /* dynamic: items are few and long (12 at dim 192), so a thread that loses its core
            for a while would otherwise hold up the whole call (results do not depend on it) */
@@ -504,13 +524,14 @@ int NAME(scan_forward)(const scan_args *a) {
             if (!buf) continue;
             const NAME(item) it = NAME(locate)(a, item);
             const int64_t row = it.b * a->dim + it.d0;
-            NAME(load_rows)(Av, A + it.d0 * N, N, it.lanes, N);
+            NAME(load_rows)(A2v, A + it.d0 * N, N, it.lanes, N);
+            for (int64_t n = 0; n < N; ++n) A2v[n] *= (REAL)LOG2E;
             if (!varB) NAME(load_rows)(Bv, B + it.d0 * N, N, it.lanes, N);
             if (!varC) NAME(load_rows)(Cv, C + it.d0 * N, N, it.lanes, N);
             const VEC_T Dv = NAME(load_lanes)(a->D, it.d0, it.lanes);
             const VEC_T bias = NAME(load_lanes)(a->delta_bias, it.d0, it.lanes);
             memset(x, 0, sizeof(VEC_T) * N);
-            NAME(chunk_view) v = {.Bv = Bv, .Cv = Cv, .Av = Av, .length = L, .dstate = N};
+            NAME(chunk_view) v = {.Bv = Bv, .Cv = Cv, .A2v = A2v, .length = L, .dstate = N};
             for (int64_t c = 0; c < chunks; ++c) {
                 const int64_t l0 = c * T, steps = L - l0 < T ? L - l0 : T;
                 NAME(load_chunk)(a, &in, row, it.lanes, l0, steps, a->delta_bias ? &bias : NULL);
@@ -543,7 +564,7 @@ static inline __attribute__((always_inline)) void NAME(recompute_states)(
     const int64_t N = v->dstate, L = v->length;
     VEC_T xr[NB], ar[NB], br[NB], cr[NB], gc[NB];
     for (int j = 0; j < nb; ++j) {
-        xr[j] = x[n0 + j], ar[j] = v->Av[n0 + j];
+        xr[j] = x[n0 + j], ar[j] = v->A2v[n0 + j];
         if (!varB) br[j] = v->Bv[n0 + j];
         if (!varC) cr[j] = v->Cv[n0 + j], gc[j] = dC_fixed[n0 + j];
     }
@@ -551,7 +572,7 @@ static inline __attribute__((always_inline)) void NAME(recompute_states)(
     for (int64_t s = 0; s < v->steps; ++s) {
         VEC_T d = dl[s], b = bu[s], g = dy[s], acc = y[s];
         for (int j = 0; j < nb; ++j) {
-            VEC_T a = VEXP(d * ar[j]);
+            VEC_T a = VEXP2(d * ar[j]);
             xr[j] = a * xr[j] + b * (varB ? NAME(splat)(Bp[j * L + s]) : br[j]);
             as[s * N + n0 + j] = a;
             xs[s * N + n0 + j] = xr[j];
@@ -645,7 +666,7 @@ int NAME(scan_backward)(const scan_args *a) {
     {
         const int t = omp_get_thread_num(), team = omp_get_num_threads();
         const int64_t lo = items * t / team, hi = items * (t + 1) / team;
-        VEC_T *buf = scratch(sizeof(VEC_T) * ((10 + 2 * N) * T + 9 * N), &failed);
+        VEC_T *buf = scratch(sizeof(VEC_T) * ((10 + 2 * N) * T + 10 * N), &failed);
         REAL *mine = slots ? slots + 2 * t * slot : NULL;
         if (buf && mine) memset(mine, 0, sizeof(REAL) * 2 * slot);
         for (int64_t item = lo; item < hi && buf; ++item) {
@@ -656,9 +677,10 @@ int NAME(scan_backward)(const scan_args *a) {
             VEC_T *go = p + 5 * T, *dy = p + 6 * T, *y = p + 7 * T, *ddl = p + 8 * T;
             VEC_T *dub = p + 9 * T, *xs = p + 10 * T, *as = xs + N * T, *Av = as + N * T;
             VEC_T *Bv = Av + N, *Cv = Bv + N, *x0 = Cv + N, *x = x0 + N, *q = x + N;
-            VEC_T *dA = q + N, *dB_fixed = dA + N, *dC_fixed = dB_fixed + N;
+            VEC_T *dA = q + N, *dB_fixed = dA + N, *dC_fixed = dB_fixed + N, *A2v = dC_fixed + N;
             if (!a->softplus) in.dsoft = NULL;
             NAME(load_rows)(Av, A + it.d0 * N, N, it.lanes, N);
+            for (int64_t n = 0; n < N; ++n) A2v[n] = Av[n] * (REAL)LOG2E;
             if (!varB) NAME(load_rows)(Bv, B + it.d0 * N, N, it.lanes, N);
             if (!varC) NAME(load_rows)(Cv, C + it.d0 * N, N, it.lanes, N);
             const VEC_T Dv = NAME(load_lanes)(a->D, it.d0, it.lanes);
@@ -674,7 +696,8 @@ int NAME(scan_backward)(const scan_args *a) {
                 dB = owned ? (REAL *)a->dB + it.pair * N * L : mine + which * slot;
                 dC = owned ? (REAL *)a->dC + it.pair * N * L : mine + which * slot + N * L;
             }
-            NAME(chunk_view) v = {.Bv = Bv, .Cv = Cv, .Av = Av, .length = L, .dstate = N};
+            NAME(chunk_view) v = {.Bv = Bv, .Cv = Cv, .Av = Av, .A2v = A2v, .length = L,
+                                  .dstate = N};
             NAME(backward_buffers) w = {.dl = in.dl, .uu = in.uu, .bu = in.bu, .dy = dy,
                                         .x0 = x0, .y = y, .x = x, .xs = xs, .as = as, .q = q,
                                         .ddl = ddl, .dub = dub, .dA = dA,
