@@ -131,7 +131,7 @@ def test_onnx_helpers_import_no_onnxscript_when_ops_loads() -> None:
 @pytest.mark.parametrize("family", FAMILY_SMALLEST)
 def test_onnx_and_pt2_of_the_smallest_model_match_eager(family, tmp_path) -> None:
     model = smallest(family, deploy=True)  # the deploy form where the family has one
-    program = export_tool.export_program(model, export_tool.example_input(model, SIZE, 1))
+    program = export_tool.export_program(model, export_tool.example_input(SIZE, 1))
     info = export(model, tmp_path / "m.onnx", SIZE, program=program)
     assert info["checks"][0]["rel_diff"] <= TOLERANCE
     assert info["opset"] >= 17 and info["domains"] == ["ai.onnx"]
@@ -263,7 +263,7 @@ class Mystery(nn.Module):
 
 
 def test_custom_op_without_translation_is_reported_by_name(tmp_path) -> None:
-    with pytest.raises(ExportError, match=r"zoo_test::mystery \(1 calls\).*--format pt2"):
+    with pytest.raises(ExportError, match=r"zoo_test::mystery \(1 call\).*--format pt2"):
         export(Mystery(), tmp_path / "x.onnx", (3, 4, 4))
     assert not (tmp_path / "x.onnx").exists()
     info = export(Mystery(), tmp_path / "x.pt2", (3, 4, 4), fmt="pt2")  # what the message says
@@ -278,7 +278,7 @@ def test_selective_scan_is_reported_unsupported_in_onnx_and_exports_to_pt2(tmp_p
             B = C = torch.ones(u.shape[0], 4, u.shape[2])
             return ops.selective_scan(u, u, A, B, C)
 
-    with pytest.raises(ExportError, match=r"unsupported in ONNX: zoo::selective_scan \(1 calls\)"):
+    with pytest.raises(ExportError, match=r"unsupported in ONNX: zoo::selective_scan \(1 call\)"):
         export(Scan(), tmp_path / "s.onnx", (6, 16))
     info = export(Scan(), tmp_path / "s.pt2", (6, 16), fmt="pt2")
     assert info["checks"][0]["rel_diff"] <= TOLERANCE

@@ -46,6 +46,7 @@ from convert import has_deploy_form, load_model, parse_model_args  # noqa: E402
 
 import ops  # noqa: E402
 import zoo  # noqa: E402
+from zoo.errors import ConfigError  # noqa: E402
 
 MIN_OPSET = 17
 DEFAULT_OPSET = 18
@@ -75,7 +76,8 @@ def onnx_translations() -> dict[Callable, Callable]:
     return table
 
 
-def example_input(model: nn.Module, input_size: tuple[int, ...], batch: int) -> torch.Tensor:
+def example_input(input_size: tuple[int, ...], batch: int) -> torch.Tensor:
+    """The fixed random input every export traces and checks with."""
     gen = torch.Generator().manual_seed(0)
     return torch.randn(batch, *input_size, generator=gen)
 
@@ -107,7 +109,9 @@ def custom_ops(program: torch.export.ExportedProgram) -> Counter:
 def check_translatable(program: torch.export.ExportedProgram, table: dict) -> None:
     missing = {op: n for op, n in custom_ops(program).items() if op not in table}
     if missing:
-        names = ", ".join(f"{op.name()} ({n} calls)" for op, n in missing.items())
+        names = ", ".join(
+            f"{op.name()} ({n} call{'s' if n > 1 else ''})" for op, n in missing.items()
+        )
         raise ExportError(
             f"unsupported in ONNX: {names} has no ONNX translation; export with --format pt2 "
             "(torch.export keeps custom ops), or add a translation_table() in "
@@ -207,7 +211,7 @@ def export(
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     trace_batch = 2 if dynamic_batch else 1
-    x = example_input(model, input_size, trace_batch)
+    x = example_input(input_size, trace_batch)
     start = time.perf_counter()
     if program is None:
         program = export_program(model, x, dynamic_batch)
@@ -227,7 +231,7 @@ def export(
     batches = (trace_batch, 3) if dynamic_batch else (trace_batch,)
     checks = []
     for batch in batches:
-        inp = example_input(model, input_size, batch)
+        inp = example_input(input_size, batch)
         with torch.no_grad():
             ref = model(inp)
             out = run(inp)
@@ -314,7 +318,7 @@ def main(argv: list[str] | None = None) -> int:
             verify=not args.no_verify,
             tolerance=args.tolerance,
         )
-    except (ExportError, zoo.errors.ConfigError) as err:
+    except (ExportError, ConfigError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     print(_describe(info))
