@@ -101,26 +101,34 @@ def _grouped(t: torch.Tensor) -> torch.Tensor:
     return t.unsqueeze(1) if t.dim() == 3 else t
 
 
-def truth(c: dict, inputs: dict, grad: torch.Tensor):
-    """(out, {name: grad}) of the sequential definition, gradients by autograd."""
+def _differentiate(fn, inputs: dict, grad: torch.Tensor):
+    """(out, {name: grad}) of fn({name: leaf}) for the upstream gradient `grad`."""
     leaves = {k: None if v is None else v.detach().clone().requires_grad_() for k, v in
               inputs.items()}  # fmt: skip
-    args = [leaves[k] for k in NAMES]
-    args[3], args[4] = _grouped(args[3]), _grouped(args[4])
-    out, _ = reference.scan_with(reference.sequential, *args, c["softplus"], dispatch.CHUNK)
+    out = fn(leaves)
     given = [k for k in NAMES if leaves[k] is not None]
     grads = torch.autograd.grad(out, [leaves[k] for k in given], grad)
     return out.detach(), dict(zip(given, grads, strict=True))
+
+
+def truth(c: dict, inputs: dict, grad: torch.Tensor):
+    """(out, {name: grad}) of the sequential definition, gradients by autograd."""
+
+    def definition(t):
+        args = [t[k] for k in NAMES]
+        args[3], args[4] = _grouped(args[3]), _grouped(args[4])
+        return reference.scan_with(reference.sequential, *args, c["softplus"], dispatch.CHUNK)[0]
+
+    return _differentiate(definition, inputs, grad)
 
 
 def run(c: dict, inputs: dict, grad: torch.Tensor, backend: str):
     """(out, {name: grad}) of ops.selective_scan on `backend`."""
-    leaves = {k: None if v is None else v.detach().clone().requires_grad_() for k, v in
-              inputs.items()}  # fmt: skip
-    out = ops.selective_scan(**leaves, delta_softplus=c["softplus"], backend=backend)
-    given = [k for k in NAMES if leaves[k] is not None]
-    grads = torch.autograd.grad(out, [leaves[k] for k in given], grad)
-    return out.detach(), dict(zip(given, grads, strict=True))
+
+    def scan(t):
+        return ops.selective_scan(**t, delta_softplus=c["softplus"], backend=backend)
+
+    return _differentiate(scan, inputs, grad)
 
 
 def assert_matches(got, want, rtol=1e-9, atol=1e-9):

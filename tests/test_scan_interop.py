@@ -52,8 +52,7 @@ def test_opcheck_passes_for_the_op_and_its_backward(entry):
         )
 
 
-# the reference is left out: under compile it is the same opaque op as the others
-@pytest.mark.parametrize("entry", CASES[1:], ids=_id)
+@pytest.mark.parametrize("entry", CASES, ids=_id)
 def test_compiled_equals_eager_forward_and_gradients(entry):
     backend, c, dtype = entry
 
