@@ -1,7 +1,7 @@
 """FLOP counts of the op, so counters see the same FLOPs whatever backend computes the scan.
 
-The count is VMamba's `flops_selective_scan_fn` (the one its descendants, EVSSM and
-DeepRFTv2 among them, report), in multiply-adds:
+The count is VMamba's `flops_selective_scan_fn` (its op-by-op count of mamba's
+`selective_scan_ref`, the convention Mamba-based vision models report), in multiply-adds:
 
     9 * batch * dim * L * N    (discretisation, state update and read-out, per state and step)
     + batch * dim * L          with D (the skip term D u)
