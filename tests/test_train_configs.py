@@ -20,8 +20,16 @@ from zoo.tasks import SegmentationTask
 from zoo.tasks.cli import ZooCLI, load_config
 
 ROOT = Path(__file__).resolve().parents[1]
-CONFIGS = sorted(p for p in (ROOT / "configs").rglob("*.yaml") if "_base_" not in p.parts)
-BASES = sorted((ROOT / "configs").rglob("_base_/*.yaml"))
+# configs/distill need a trained teacher file to build at all: tests/test_distill_task.py runs
+# each of them on the embedded digits with one.
+CONFIGS = sorted(
+    p
+    for p in (ROOT / "configs").rglob("*.yaml")
+    if "_base_" not in p.parts and p.relative_to(ROOT / "configs").parts[0] != "distill"
+)
+BASES = sorted(
+    b for b in (ROOT / "configs").rglob("_base_/*.yaml") if b.parent.parent.name != "distill"
+)
 QUIET = [
     "--trainer.enable_progress_bar=false",
     "--trainer.enable_model_summary=false",
