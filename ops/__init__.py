@@ -8,11 +8,16 @@ sources compiled on first use). Triton is imported with the op's triton backend;
 that backend reports itself unavailable.
 """
 
+from . import dwconv, scan
 from .dwconv import BACKENDS, DepthwiseConv2d, dwconv2d, get_backend, set_backend
 from .scan import selective_scan
 
+# fvcore handles of every op (`zoo::dwconv2d`, `zoo::selective_scan`), by op name.
+FVCORE_HANDLES = {**dwconv.FVCORE_HANDLES, **scan.FVCORE_HANDLES}
+
 __all__ = [
     "BACKENDS",
+    "FVCORE_HANDLES",
     "DepthwiseConv2d",
     "dwconv2d",
     "get_backend",

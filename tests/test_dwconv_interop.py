@@ -133,7 +133,7 @@ def _flop_counter_total(model: nn.Module, x: torch.Tensor, backward: bool) -> in
 
 @pytest.mark.parametrize("backend", ["auto", "torch", "fft"])
 def test_flop_counter_sees_the_op_whatever_backend(backend, monkeypatch):
-    monkeypatch.setattr(dispatch, "_backend", backend)
+    monkeypatch.setattr(dispatch.CHOICE, "current", backend)
     conv = DepthwiseConv2d(16, 13)
     x = torch.randn(2, 16, 20, 20)
     reference = nn.Conv2d(16, 16, 13, padding=6, groups=16)

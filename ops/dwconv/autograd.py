@@ -14,6 +14,7 @@ from torch import Tensor
 
 from .._geometry import output_hw
 from .._layout import memory_format
+from .._tracing import traced
 from . import dispatch
 
 
@@ -59,18 +60,6 @@ def _(grad_out, x, weight, padding, dilation, backend, output_mask):
     # like the real op: a separate empty tensor per gradient not asked for (no aliasing)
     grads = (grad_x, grad_w, grad_b)
     return tuple(g if need else x.new_empty(0) for g, need in zip(grads, output_mask, strict=True))
-
-
-def traced(x: Tensor) -> bool:
-    """True where only the custom op works or is seen: torch.compile / export, fake or meta
-    tensors, jit tracing (fvcore), and Python dispatch modes (FlopCounterMode)."""
-    return (
-        type(x) is not Tensor
-        or x.device.type == "meta"
-        or torch.compiler.is_compiling()
-        or torch.jit.is_tracing()
-        or torch._C._len_torch_dispatch_stack() > 0
-    )
 
 
 def setup_context(ctx, inputs, output) -> None:

@@ -10,7 +10,6 @@ once for a geometry. A `Route` names the backend of each direction for one geome
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
@@ -20,31 +19,24 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from .._backend import BackendChoice
 from .._geometry import live_window, output_hw, rotated_padding
 from .._layout import is_channels_last, memory_format
 from . import cpu, fft, native, reference, triton
 
 BACKENDS = ("auto", "torch", "fft", "triton")
 
-_backend = os.environ.get("ZOO_DWCONV_BACKEND", "auto")
-if _backend not in BACKENDS:
-    raise ValueError(f"ZOO_DWCONV_BACKEND={_backend!r} is not one of {BACKENDS}")
+CHOICE = BackendChoice("dwconv", BACKENDS, "ZOO_DWCONV_BACKEND")
+check_backend = CHOICE.check
 
 
 def set_backend(name: str) -> None:
     """Select the backend used by every `dwconv2d` call that does not pass `backend=`."""
-    global _backend
-    check_backend(name)
-    _backend = name
+    CHOICE.set(name)
 
 
 def get_backend() -> str:
-    return _backend
-
-
-def check_backend(name: str) -> None:
-    if name not in BACKENDS:
-        raise ValueError(f"unknown dwconv backend {name!r}; expected one of {BACKENDS}")
+    return CHOICE.current
 
 
 # ----------------------------------------------------------------------------------------------

@@ -10,8 +10,9 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from .._geometry import extent, pair
+from .._tracing import traced
 from . import dispatch
-from .autograd import DwConv2dFunction, dwconv2d_op, traced
+from .autograd import DwConv2dFunction, dwconv2d_op
 
 
 def resolve_geometry(
@@ -88,7 +89,7 @@ def same_padding(kernel_hw, dilation_hw, padding: str = "same") -> tuple[int, in
 PLAN_CACHE_SIZE = 1024
 _plans: dict[tuple, Callable[[Tensor, Tensor, Tensor | None], Tensor]] = {}
 _is_compiling = torch.compiler.is_compiling
-_is_tracing = torch.jit.is_tracing
+_is_tracing = torch._C._is_tracing  # torch.jit.is_tracing without its Python frame
 _is_grad_enabled = torch.is_grad_enabled
 _is_any_autocast_enabled = torch._C._is_any_autocast_enabled
 _dispatch_modes = torch._C._len_torch_dispatch_stack
@@ -130,7 +131,7 @@ def dwconv2d(
                 stride,
                 padding,
                 dilation,
-                dispatch._backend if backend is None else backend,
+                dispatch.CHOICE.current if backend is None else backend,
                 _is_grad_enabled()
                 and (
                     x.requires_grad

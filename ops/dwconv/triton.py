@@ -48,18 +48,13 @@ from torch import Tensor
 
 from .._geometry import live_taps, output_hw, rotated_padding
 from .._layout import is_channels_last
-
-try:
-    import triton
-    import triton.language as tl
-
-    _jit = triton.jit
-except ImportError:  # the triton backend then reports itself unavailable
-    triton = tl = None
-
-    def _jit(fn):
-        return fn
-
+from .._triton import INTERPRETED as _INTERPRETED
+from .._triton import (
+    is_available,  # noqa: F401  (the backend's own check, for the dispatcher)
+    tl,
+    triton,
+)
+from .._triton import jit as _jit
 
 # ----------------------------------------------------------------------------------------------
 # Kernels
@@ -335,7 +330,6 @@ def _row_toeplitz_weight_grad_kernel(
 # ----------------------------------------------------------------------------------------------
 # Launch parameters
 
-_INTERPRETED = triton is not None and not isinstance(_direct_kernel, triton.runtime.JITFunction)
 # "interpreter": few programs with large blocks (the interpreter's cost is per tl op);
 # "gpu": tiles sized for an H100 (tests switch to it to check those code paths on CPU).
 _TUNING = "interpreter" if _INTERPRETED else "gpu"
@@ -485,15 +479,6 @@ def _dot_type(dtype: torch.dtype):
 
 # ----------------------------------------------------------------------------------------------
 # Launchers
-
-
-def is_available(x: Tensor) -> bool:
-    """CUDA tensors when triton imports; CPU tensors only under TRITON_INTERPRET=1."""
-    if triton is None:
-        return False
-    if x.device.type == "cuda":
-        return True
-    return x.device.type == "cpu" and _INTERPRETED
 
 
 def _index_type(*tensors: Tensor):
