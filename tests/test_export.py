@@ -3,7 +3,7 @@
 References are independent of the code under test: onnxruntime and `torch.export.load` run
 the files and are compared with PyTorch eager; the ONNX Conv of `zoo::dwconv2d` with
 F.conv2d; the count of depthwise Convs with the official kernel table of UniRepLKNet
-(specs/unireplknet.md 1.9) and with forward hooks on the eager model; graph breaks with
+(the official unireplknet.py) and with forward hooks on the eager model; graph breaks with
 torch._dynamo.explain. The fast tests run the smallest model of each family on small inputs;
 the native-size exports of every variant are `slow`.
 """
@@ -188,9 +188,9 @@ def test_compile_fullgraph_inductor_runs_the_exported_form(family) -> None:
 # --------------------------------------------------------------------------------------------
 # UniRepLKNet's deploy form: one Conv per large-kernel block
 
-# Official per-block kernels of UniRepLKNet-A (specs/unireplknet.md 1.9: A_F_P)
+# Official per-block kernels of UniRepLKNet-A (the official unireplknet.py, A/F/P sizes)
 A_KERNELS = (3,) * 2 + (13,) * 2 + (13,) * 6 + (13,) * 2
-# Dilated branches of a 13x13 block (specs/unireplknet.md 1.4): kernel, dilation
+# Dilated branches of a 13x13 block (the official DilatedReparamBlock table): kernel, dilation
 K13_BRANCHES = ((5, 1), (7, 2), (3, 3), (3, 4), (3, 5))
 
 

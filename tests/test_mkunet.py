@@ -1,7 +1,7 @@
 """MK-UNet family (zoo/models/mkunet.py) and the medical-segmentation losses (zoo/losses/medseg.py).
 
 References: the parameter counts, shuffle groups, channel-attention widths and state_dict size
-measured on the official code (shared/specs/mkunet.md), the official key names, and hand
+measured on the official code (SLDGroup/MK-UNet), the official key names, and hand
 computations for the losses.
 """
 
@@ -152,7 +152,7 @@ def _bn(x, bn):
 
 
 def _reference_heads(model, x):
-    """The wiring of shared/specs/mkunet.md 1.4-1.7 written out with F calls (eval mode)."""
+    """The wiring of the official mkunet_network.py written out with F calls (eval mode)."""
     skips = []
     for stage in model.encoder:  # the stage's MKIR blocks, then a 2x max-pool: the skip
         for block in stage:

@@ -2,7 +2,7 @@
 
 The page must be exactly what the generator makes of the current registry, default_cfgs,
 benchmarks/flops.json, benchmarks/models_cpu.json and tools/published.py; its checkpoint file
-names must be the official ones the specs list, and its throughput the benchmark's.
+names must be the official release names, and its throughput the benchmark's.
 """
 
 import json
@@ -21,7 +21,6 @@ import model_zoo  # noqa: E402
 import published  # noqa: E402
 from flops import tags  # noqa: E402
 
-SPECS = ROOT.parent / "shared" / "specs"
 PAGE = (ROOT / "MODEL_ZOO.md").read_text()
 ALL_TAGS = [t for f in zoo.models.FAMILIES for n in timm.list_models(module=f) for t in tags(n)]
 
@@ -55,7 +54,7 @@ def test_checkpoint_names_are_the_official_files() -> None:
     for tag, name in named.items():
         if name is not None:
             assert f"`{name}`" in row(tag)
-    # the official naming (specs/unireplknet.md 1.9): the accuracy in the name is the README's
+    # the official naming (the UniRepLKNet README's table): the accuracy in the name is its
     # number to two decimals (so the published value is its rounding)
     for result in published.RESULTS:
         if result.tag.startswith("unireplknet"):
@@ -65,16 +64,6 @@ def test_checkpoint_names_are_the_official_files() -> None:
     # InceptionNeXt: the official release assets the cfgs link
     assert named["inceptionnext_tiny.sail_in1k"] == "inceptionnext_tiny.pth"
     assert named["mk_unet_b"] is None and "none published" in PAGE
-
-
-def test_checkpoint_accuracies_are_the_specs() -> None:
-    if not SPECS.is_dir():
-        pytest.skip(f"{SPECS} not found")
-    text = (SPECS / "unireplknet.md").read_text()
-    for tag in ALL_TAGS:
-        name = model_zoo.checkpoint_file(tag) or ""
-        if accuracy := re.search(r"_acc(\d+\.\d+)\.pth$", name):
-            assert accuracy[1] in text, name
 
 
 def test_throughput_is_the_benchmarks_and_names_the_machine() -> None:

@@ -8,11 +8,12 @@ carries the input size and class count the number was measured at) or a model na
 - `COSTS`: parameters and FLOPs as published (1 FLOP per multiply-add, the papers' "MACs"),
   with the resolution and how the authors counted where it is known.
 - `OFFICIAL_FVCORE`: fvcore's count of the OFFICIAL implementation, measured when each family
-  was ported (the specs' "measured" tables); `CONVENTIONS` says, per family, exactly how our
+  was ported (on the official code, the same random weights); `CONVENTIONS` says, per family,
+  exactly how our
   fvcore count differs from it. tests/test_flops_tool.py checks those statements.
 
 A family that is not listed here still gets rows in the tables (without published numbers).
-Sources: the family specs (shared/specs/<family>.md), which quote the papers and READMEs.
+Sources: the papers' tables and the official READMEs, named per entry.
 """
 
 from __future__ import annotations
@@ -148,10 +149,10 @@ COSTS: tuple[Cost, ...] = (
     Cost("bevanet_b.ade20k", 58.9e6, None, _BEVA_README, "params with the training heads"),
 )
 
-_URLK_MEAS = "fvcore on the official unireplknet.py (shared/specs/unireplknet.md section 3)"
-_INX_MEAS = "fvcore on the official models/inceptionnext.py (specs/inceptionnext.md 3.1)"
-_MKU_MEAS = "fvcore on the official mkunet_network.py (specs/mkunet.md section 3)"
-_BEVA_MEAS = "fvcore on the official inference model (specs/bevanet.md section 3)"
+_URLK_MEAS = "fvcore on the official unireplknet.py, measured when the family was ported"
+_INX_MEAS = "fvcore on the official models/inceptionnext.py, measured when ported"
+_MKU_MEAS = "fvcore on the official mkunet_network.py, measured when ported"
+_BEVA_MEAS = "fvcore on the official inference model, measured when ported"
 
 OFFICIAL_FVCORE: tuple[OfficialCount, ...] = (
     OfficialCount("unireplknet_a.in1k", 0.682e9, 0.640e9, 3, _URLK_MEAS),
