@@ -650,3 +650,21 @@ def test_pretrained_file_with_a_head_of_the_requested_classes_keeps_it(tmp_path)
     # a head of another size is still dropped (fine-tuning an ImageNet file to 7 classes)
     other = create_model_by_name("inceptionnext_atto", str(path), num_classes=7)
     assert other.get_classifier().weight.shape[0] == 7
+
+
+def test_model_summary_counts_flops_on_a_sample_of_the_data():
+    """Lightning's summary measures FLOPs on example_input_array: without one it said
+    "Total FLOPs: 0" for every config."""
+    from lightning.pytorch.utilities.model_summary import ModelSummary
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from zoo.data import DigitsDataModule
+
+    data = DigitsDataModule(batch_size=8)
+    data.setup("fit")
+    task = ClassificationTask(model_name="inceptionnext_atto", num_classes=10)
+    task.use_example_input(data)
+    assert tuple(task.example_input_array.shape) == (1, *data.val_set[0][0].shape)
+    with FlopCounterMode(display=False) as counter, torch.no_grad():
+        task.model.eval()(task.example_input_array)
+    assert ModelSummary(task).total_flops == counter.get_total_flops() > 0

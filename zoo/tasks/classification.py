@@ -100,6 +100,7 @@ class ClassificationTask(TimmTask):
 
     def setup(self, stage: str) -> None:
         self.check_num_classes(self.trainer.datamodule)
+        self.use_example_input(self.trainer.datamodule)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.model(self._format(x))

@@ -77,6 +77,21 @@ class TimmTask(pl.LightningModule):
     def _format(self, x: torch.Tensor) -> torch.Tensor:
         return x.contiguous(memory_format=self.memory_format)
 
+    def use_example_input(self, datamodule: Any) -> None:
+        """One sample of the data, zeroed, as `example_input_array`: Lightning's model summary
+        then shows in/out sizes and the FLOPs of one forward (FlopCounterMode, which counts our
+        ops through their registered formulas). Without it the summary says "Total FLOPs: 0"."""
+        if self.example_input_array is not None:
+            return
+        for name in ("val_set", "train_set"):
+            dataset = getattr(datamodule, name, None)
+            if dataset is not None and len(dataset) > 0:
+                sample = dataset[0]
+                image = sample[0] if isinstance(sample, (tuple, list)) else sample
+                if isinstance(image, torch.Tensor) and image.dim() == 3:
+                    self.example_input_array = torch.zeros_like(image).unsqueeze(0)
+                return
+
     def check_num_classes(self, datamodule: Any, binary_single_logit: bool = False) -> None:
         """Raise when the model's `num_classes` disagrees with the labels the data provides."""
         found = getattr(datamodule, "num_classes", None)

@@ -172,6 +172,7 @@ class SegmentationTask(TimmTask):
 
     def setup(self, stage: str) -> None:
         self.check_num_classes(self.trainer.datamodule, binary_single_logit=True)
+        self.use_example_input(self.trainer.datamodule)
 
     def forward(self, x: Tensor) -> Tensor:
         """Logits at input resolution."""
