@@ -84,6 +84,16 @@ def _read(path: str, mmap: bool) -> Any:
         raise _invalid(path, reason) from None
 
 
+def read_checkpoint(path: str | os.PathLike[str], mmap: bool = False) -> Any:
+    """The whole object in a checkpoint file, as saved (no unwrapping), read without running
+    pickled code; `CheckpointError` naming the path for a missing or unreadable file."""
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        what = "is a directory, not a file" if os.path.isdir(path) else "does not exist"
+        raise CheckpointError(f"checkpoint file not found: {path} ({what})")
+    return _read(path, mmap)
+
+
 def load_checkpoint_file(path: str | os.PathLike[str], mmap: bool = False) -> dict[str, Tensor]:
     """The state_dict in a checkpoint file (torch.save or .safetensors), read without running
     pickled code, unwrapped like timm does (`state_dict_ema`, `model_ema`, `state_dict`,
@@ -92,10 +102,7 @@ def load_checkpoint_file(path: str | os.PathLike[str], mmap: bool = False) -> di
     mmap: memory-map a zip checkpoint instead of reading its tensors (for a quick check).
     """
     path = os.fspath(path)
-    if not os.path.isfile(path):
-        what = "is a directory, not a file" if os.path.isdir(path) else "does not exist"
-        raise CheckpointError(f"checkpoint file not found: {path} ({what})")
-    checkpoint = _read(path, mmap)
+    checkpoint = read_checkpoint(path, mmap)
     if isinstance(checkpoint, dict):
         for wrapper in _WRAPPERS:
             if checkpoint.get(wrapper) is not None:

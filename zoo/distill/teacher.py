@@ -17,15 +17,13 @@ its `state_dict_ema`); `.safetensors`.
 
 from __future__ import annotations
 
-import argparse
 import os
-import zipfile
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
-from ..checkpoint import load_checkpoint_file
+from ..checkpoint import read_checkpoint
 from ..errors import CheckpointError, ConfigError, first_few
 
 __all__ = ["freeze_teacher", "load_teacher", "teacher_state_dict"]
@@ -35,14 +33,9 @@ BARE_STATE_DICT_KEY = "zoo_state_dict_is_bare_model"
 
 
 def _read_raw(path: str) -> Any:
-    load_checkpoint_file(path, mmap=True)  # CheckpointError naming the path for a bad file
-    if path.endswith(".safetensors"):
-        return load_checkpoint_file(path)
-    # timm's training checkpoints pickle their `args` namespace; nothing else is allowed
-    with torch.serialization.safe_globals([argparse.Namespace]):
-        return torch.load(
-            path, map_location="cpu", weights_only=True, mmap=zipfile.is_zipfile(path)
-        )
+    # one weights-only read (timm's pickled `args` namespace allowed), CheckpointError naming
+    # the path for a bad file; zip checkpoints memory-mapped
+    return read_checkpoint(path, mmap=True)
 
 
 def _tensors_only(d: Any) -> bool:
