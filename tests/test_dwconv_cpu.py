@@ -23,7 +23,6 @@ import torch.nn.functional as F
 import ops
 from ops import _geometry, dwconv2d
 from ops._layout import is_channels_last
-from ops.dwconv import cpu as dwconv_cpu
 from ops.dwconv import dispatch, functional
 from ops.dwconv import native as dwconv_native
 
@@ -94,8 +93,6 @@ def _fresh_plans(monkeypatch):
     """Empty route caches, so routes are chosen anew under the test's monkeypatches."""
     monkeypatch.setattr(functional, "_plans", {})
     monkeypatch.setattr(dispatch, "_routes", {})
-    monkeypatch.setattr(dwconv_cpu, "_forward_plans", {})
-    monkeypatch.setattr(dwconv_native, "_forward_plans", {})
 
 
 def _kernel_forward(x, weight, bias, top, left, out_hw, dilation=(1, 1), channels_last=False):

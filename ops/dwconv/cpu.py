@@ -89,19 +89,10 @@ def forward_plan(x: Tensor, weight: Tensor, padding, dilation) -> Callable:
     return lambda x, w, b: run(x, w[:, :, rows, cols], b)
 
 
-PLAN_CACHE_SIZE = 1024
-_forward_plans: dict[tuple, Callable] = {}
-
-
 def forward(x: Tensor, weight: Tensor, bias: Tensor | None, padding, dilation) -> Tensor:
-    """Depthwise conv, stride 1, symmetric `padding`; the output keeps x's memory format."""
-    key = (x.shape, is_channels_last(x), x.dtype, weight.shape, tuple(padding), tuple(dilation))
-    run = _forward_plans.get(key)
-    if run is None:
-        if len(_forward_plans) >= PLAN_CACHE_SIZE:
-            _forward_plans.clear()
-        run = _forward_plans[key] = forward_plan(x, weight, padding, dilation)
-    return run(x, weight, bias)
+    """Depthwise conv, stride 1, symmetric `padding`; the output keeps x's memory format.
+    Planned for this one call (the dispatcher keeps plans per route)."""
+    return forward_plan(x, weight, padding, dilation)(x, weight, bias)
 
 
 def backward_input(grad_out: Tensor, weight: Tensor, input_hw, padding, dilation) -> Tensor:

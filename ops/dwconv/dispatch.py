@@ -241,8 +241,10 @@ def _build_route(x: Tensor, weight: Tensor, padding, dilation, backend: str) -> 
     return Route(
         names=names,
         forward=conv if conv2d_autograd else forward,
-        backward_input=partial(
-            _backward_input_with, input_impl.backward_input, in_hw, padding, dilation
+        backward_input=(
+            _PlannedInputGrad(input_impl, kernel_hw, padding, dilation)
+            if input_impl.has_plan
+            else partial(_backward_input_with, input_impl.backward_input, in_hw, padding, dilation)
         ),
         backward_weight=partial(
             _backward_weight_with, weight_impl.backward_weight, kernel_hw, padding, dilation
@@ -253,6 +255,23 @@ def _build_route(x: Tensor, weight: Tensor, padding, dilation, backend: str) -> 
 
 def _forward_with(fn, x, weight, bias, padding, dilation):
     return fn(x, weight, bias, padding, dilation).contiguous(memory_format=memory_format(x))
+
+
+class _PlannedInputGrad:
+    """dX as the forward of grad_out with the kernel rotated by 180 degrees, through the
+    backend's forward plan, made on the first call (grad_out's layout is known only then) and
+    kept with the route, so a backward does no planning and no cache lookup."""
+
+    def __init__(self, impl: Implementation, kernel_hw, padding, dilation) -> None:
+        self.impl, self.dilation = impl, dilation
+        self.reach = rotated_padding(kernel_hw, padding, dilation)
+        self.run: Callable | None = None
+
+    def __call__(self, grad_out: Tensor, weight: Tensor) -> Tensor:
+        rotated = weight.flip(2, 3)
+        if self.run is None:
+            self.run = self.impl.forward_plan(grad_out, rotated, self.reach, self.dilation)
+        return self.run(grad_out, rotated, None)
 
 
 def _backward_input_with(fn, in_hw, padding, dilation, grad_out, weight):

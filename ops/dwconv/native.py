@@ -150,20 +150,11 @@ def forward_plan(
     return lambda x, w, b: run(x, w[:, :, rows, cols], b)
 
 
-PLAN_CACHE_SIZE = 1024
-_forward_plans: dict[tuple, Callable] = {}
-
-
 def forward(
     x: Tensor, weight: Tensor, bias: Tensor | None, padding, dilation, channels_last: bool = False
 ) -> Tensor:
-    key = (x.shape, x.stride(), weight.shape, tuple(padding), tuple(dilation), channels_last)
-    run = _forward_plans.get(key)
-    if run is None:
-        if len(_forward_plans) >= PLAN_CACHE_SIZE:
-            _forward_plans.clear()
-        run = _forward_plans[key] = forward_plan(x, weight, padding, dilation, channels_last)
-    return run(x, weight, bias)
+    """Planned for this one call (the dispatcher keeps plans per route)."""
+    return forward_plan(x, weight, padding, dilation, channels_last)(x, weight, bias)
 
 
 def backward_input(
