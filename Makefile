@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 TIMM_TESTS := $(VENV)/timm-tests/test_models.py
 
-.PHONY: demo test test-slow test-gpu lint install
+.PHONY: demo test test-slow test-gpu gpu-check lint install
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV) || python3 -m venv $(VENV)
@@ -35,6 +35,11 @@ test-slow: install
 
 test-gpu: install
 	$(PY) -m pytest -q -m gpu
+
+# On a CUDA machine: the GPU tests, then the op and model benchmarks, written to
+# benchmarks/*_cuda.md (device, versions, command). Under 6 minutes on an H100/H200.
+gpu-check: install
+	bash tools/gpu_check.sh
 
 lint: install
 	$(VENV)/bin/ruff check ops zoo tools tests
