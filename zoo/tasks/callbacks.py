@@ -91,7 +91,10 @@ class TrainingFigures(pl.Callback):
             val = dict(self.last_validation)
             where = f"epoch {val.pop('epoch')}, step {val.pop('step')}"
             shown = "  ".join(f"{k}={v:.4f}" for k, v in sorted(val.items()))
-            return f"{ran}\nvalidation (run {self.validations}, at {where}): {shown}"
+            # a task may add its own line (restoration: restored vs blurry PSNR)
+            extra = getattr(trainer.lightning_module, "fit_summary", lambda: "")()
+            extra = f"\n{extra}" if extra else ""
+            return f"{ran}\nvalidation (run {self.validations}, at {where}): {shown}{extra}"
         return f"{ran}\nno validation ran: {_why_no_validation(trainer, finished)}"
 
     def state_dict(self) -> dict:

@@ -114,10 +114,19 @@ class TimmTask(pl.LightningModule):
                 f"--model.num_classes={found}{extra}"
             )
 
+    def optimizer_kwargs(self) -> dict[str, Any]:
+        """Further keyword arguments of `create_optimizer_v2` (a task's recipe: betas, ...)."""
+        return {}
+
     def configure_optimizers(self) -> dict:
         hp = self.hparams
         optimizer = create_optimizer_v2(
-            self.model, opt=hp.opt, lr=hp.lr, weight_decay=hp.weight_decay, momentum=hp.momentum
+            self.model,
+            opt=hp.opt,
+            lr=hp.lr,
+            weight_decay=hp.weight_decay,
+            momentum=hp.momentum,
+            **self.optimizer_kwargs(),
         )
         total = int(self.trainer.estimated_stepping_batches)
         epochs = max(1, self.trainer.max_epochs) if self.trainer.max_epochs not in (None, -1) else 1

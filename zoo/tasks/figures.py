@@ -150,3 +150,54 @@ def save_overlays(
 ) -> None:
     """`overlay_figure` saved as a PNG at `path` (keyword arguments as there)."""
     _save(overlay_figure(images, preds, targets, num_classes, **kwargs), path)
+
+
+RESTORATION_COLUMNS = ("blurry", "restored", "sharp")
+
+
+def _psnr(a: torch.Tensor, b: torch.Tensor) -> float:
+    mse = float(((a.float() - b.float()) ** 2).mean())
+    return 10 * np.log10(1.0 / max(mse, 1e-12))
+
+
+def restoration_figure(
+    blurry: torch.Tensor, restored: torch.Tensor, sharp: torch.Tensor, title: str = ""
+) -> Figure:
+    """One row per image, headed columns blurry | restored | sharp ((N, 3, H, W) in [0, 1]),
+    each panel titled with its PSNR against the sharp image."""
+    rows = len(blurry)
+    fig, axes = plt.subplots(rows, 3, figsize=(3.2 * 3, 3.0 * rows + 0.5), squeeze=False)
+    for i in range(rows):
+        images = (blurry[i], restored[i].clamp(0, 1), sharp[i])
+        for j, (ax, img) in enumerate(zip(axes[i], images, strict=True)):
+            ax.imshow(img.float().cpu().clamp(0, 1).permute(1, 2, 0).numpy())
+            ax.set_axis_off()
+            label = RESTORATION_COLUMNS[j]
+            if j < 2:
+                label += f" ({_psnr(img.clamp(0, 1), sharp[i]):.2f} dB)"
+            ax.set_title(label, fontsize=9)
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+def kernel_grid_figure(kernels: torch.Tensor, title: str = "", max_kernels: int = 16) -> Figure:
+    """The first `max_kernels` kernels of one image ((K, h, w) in [0, 1]) as a grid."""
+    kernels = kernels[:max_kernels].float().cpu()
+    cols = min(8, len(kernels))
+    rows = -(-len(kernels) // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(1.3 * cols, 1.3 * rows + 0.5), squeeze=False)
+    for ax in axes.flat:
+        ax.set_axis_off()
+    for ax, k in zip(axes.flat, kernels, strict=False):
+        ax.imshow(k.numpy(), cmap="inferno", interpolation="nearest")
+    if title:
+        fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
+def save_figure(fig: Figure, path: Path) -> None:
+    """Any figure of this module saved as a PNG at `path` (folders created)."""
+    _save(fig, path)
