@@ -18,7 +18,7 @@ import os
 import pickle
 import re
 import zipfile
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any, TypeVar
 
 import torch
@@ -37,16 +37,19 @@ ModelT = TypeVar("ModelT", bound=nn.Module)
 _SAFE_GLOBALS = [argparse.Namespace]
 # where timm's `load_state_dict` looks for the weights inside a checkpoint dict, in its order
 _WRAPPERS = ("state_dict_ema", "model_ema", "state_dict", "model")
-# torch's two phrasings: "Unsupported global: GLOBAL a.B was not ..." and "Trying to load
-# unsupported GLOBAL posix.mkdir whose module posix is blocked"
-_BLOCKED_GLOBAL = re.compile(r"[Uu]nsupported (?:global: )?GLOBAL (\S+)")
+# torch's phrasings: "Unsupported global: GLOBAL a.B was not ...", "Trying to load
+# unsupported GLOBAL posix.mkdir whose module posix is blocked" and, for a class whose object
+# is built, "Can only build Tensor, ... but got <class 'a.B'>"
+_BLOCKED_GLOBAL = re.compile(r"[Uu]nsupported (?:global: )?GLOBAL (\S+)|but got <class '([^']+)'>")
 
 
 def _invalid(path: str, reason: str) -> CheckpointError:
     return CheckpointError(f"not a valid checkpoint: {path} ({reason})")
 
 
-def _read(path: str, mmap: bool) -> Any:
+def _read(
+    path: str, mmap: bool, safe_globals: Sequence[Any] = (), map_location: Any = "cpu"
+) -> Any:
     if path.endswith(".safetensors"):
         from safetensors import SafetensorError
         from safetensors.torch import load_file
@@ -60,17 +63,19 @@ def _read(path: str, mmap: bool) -> Any:
         # a zip's first bytes; is_zipfile also needs the directory at the end, gone if truncated
         zip_start = f.read(4) == b"PK\x03\x04"
     try:
-        with torch.serialization.safe_globals(_SAFE_GLOBALS):
+        with torch.serialization.safe_globals([*_SAFE_GLOBALS, *safe_globals]):
             # mmap needs the zip format; the legacy format is read whole
-            return torch.load(path, map_location="cpu", weights_only=True, mmap=mmap and is_zip)
+            return torch.load(
+                path, map_location=map_location, weights_only=True, mmap=mmap and is_zip
+            )
     except pickle.UnpicklingError as err:
         blocked = _BLOCKED_GLOBAL.search(str(err))
         if blocked is None:
             reason = "not a file written by torch.save or safetensors"
         else:
             reason = (
-                f"it pickles the Python object {blocked[1].rstrip('.')}, which a weights-only "
-                "load refuses to build; save model.state_dict() instead"
+                f"it pickles the Python object {(blocked[1] or blocked[2]).rstrip('.')}, which "
+                "a weights-only load refuses to build; save model.state_dict() instead"
             )
         # `from None`: torch's own message suggests weights_only=False, i.e. running the file
         raise _invalid(path, reason) from None
@@ -84,14 +89,24 @@ def _read(path: str, mmap: bool) -> Any:
         raise _invalid(path, reason) from None
 
 
-def read_checkpoint(path: str | os.PathLike[str], mmap: bool = False) -> Any:
+def read_checkpoint(
+    path: str | os.PathLike[str],
+    mmap: bool = False,
+    safe_globals: Sequence[Any] = (),
+    map_location: Any = "cpu",
+) -> Any:
     """The whole object in a checkpoint file, as saved (no unwrapping), read without running
-    pickled code; `CheckpointError` naming the path for a missing or unreadable file."""
+    pickled code; `CheckpointError` naming the path for a missing or unreadable file.
+
+    safe_globals: more globals the weights-only unpickler may build, on top of timm's
+    (entries as for `torch.serialization.safe_globals`, e.g. `(callable, "module.name")`).
+    map_location: as for `torch.load`.
+    """
     path = os.fspath(path)
     if not os.path.isfile(path):
         what = "is a directory, not a file" if os.path.isdir(path) else "does not exist"
         raise CheckpointError(f"checkpoint file not found: {path} ({what})")
-    return _read(path, mmap)
+    return _read(path, mmap, safe_globals, map_location)
 
 
 def load_checkpoint_file(path: str | os.PathLike[str], mmap: bool = False) -> dict[str, Tensor]:
