@@ -284,96 +284,11 @@ def test_triton_gpu_tiling_matches_conv2d(monkeypatch, case):
     _compare(case)
 
 
-# Tensor-core row-Toeplitz kernels (NCHW fp16/bf16 with kw >= 13 on a GPU). Here they run in
-# float64 (the interpreter's tl.dot is a numpy matmul), with the selection opened to every
-# kernel width; the direct kernels are made unusable to prove which ones ran.
-TOEPLITZ_CASES = [
-    (2, 3, 7, 7, (3, 3), "same", (1, 1), False, True),
-    (1, 2, 9, 9, (31, 31), "same", (1, 1), False, True),  # kernel larger than the map
-    (2, 2, 5, 6, (2, 4), (5, 2), (2, 2), False, False),  # padding beyond the dilated kernel
-    (1, 2, 6, 5, (3, 7), (0, 9), (1, 3), False, True),
-    (1, 2, 20, 70, (5, 13), (2, 6), (1, 1), False, True),  # several tiles per plane
-    (2, 3, 1, 1, (7, 7), "same", (1, 1), False, False),  # 1x1 map
-]
-
-
-class _Refuse:
-    def __getitem__(self, grid):
-        raise AssertionError("a direct kernel ran instead of a row-Toeplitz kernel")
-
-
-@pytest.fixture
-def toeplitz_everywhere(monkeypatch):
-    monkeypatch.setattr(dwconv_triton, "_TUNING", "gpu")
-    monkeypatch.setattr(dwconv_triton, "_TOEPLITZ_DTYPES", (torch.float64,))
-    monkeypatch.setattr(dwconv_triton, "_TOEPLITZ_MIN_WIDTH", 1)
-    monkeypatch.setattr(dwconv_triton, "_direct_kernel", _Refuse())
-    monkeypatch.setattr(dwconv_triton, "_weight_grad_kernel", _Refuse())
-
-
-@pytest.mark.parametrize("case", TOEPLITZ_CASES, ids=_case_id)
-def test_triton_row_toeplitz_kernels_match_conv2d(toeplitz_everywhere, case):
-    n, c, h, w, kernel, padding, dilation, channels_last, bias = case
-    x, weight, b = _make(n, c, h, w, kernel, channels_last, bias)
-    pad = _padding_pair(kernel, padding, dilation)
-    y = dwconv_triton.forward(x, weight, b, pad, dilation)
-    y_ref = F.conv2d(x, weight, b, padding=pad, dilation=dilation, groups=c)
-    torch.testing.assert_close(y, y_ref, atol=1e-10, rtol=0)
-    grad = _randn(y.shape, y.dtype)
-    grad_x = dwconv_triton.backward_input(grad, weight, (h, w), pad, dilation)
-    grad_w = dwconv_triton.backward_weight(grad, x, kernel, pad, dilation)
-    ref_x, ref_w, _ = torch.ops.aten.convolution_backward(
-        grad, x, weight, None, [1, 1], list(pad), list(dilation), False, [0, 0], c,
-        [True, True, False],
-    )  # fmt: skip
-    torch.testing.assert_close(grad_x, ref_x, atol=1e-10, rtol=0)
-    torch.testing.assert_close(grad_w, ref_w, atol=1e-10, rtol=0)
-
-
-def test_triton_row_toeplitz_skips_taps_that_only_read_padding(toeplitz_everywhere):
-    x, weight, _ = _make(2, 3, 5, 5, (31, 31), False, False)
-    reachable = torch.zeros(31, 31, dtype=torch.bool)
-    reachable[11:20, 11:20] = True
-    y = dwconv_triton.forward(
-        x, weight.masked_fill(~reachable, float("nan")), None, (15, 15), (1, 1)
-    )
-    ref = F.conv2d(x, weight.masked_fill(~reachable, 0.0), padding=15, groups=3)
-    torch.testing.assert_close(y, ref, atol=1e-12, rtol=0)
-
-
-@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=str)
-def test_triton_row_toeplitz_is_chosen_for_wide_half_kernels(monkeypatch, dtype):
-    """The default selection on a GPU (NCHW, 16-bit, kernel width >= 13) takes the Toeplitz
-    kernels in all three directions; under the interpreter their operands are fp32, so this checks
-    layout and indexing, with the half-precision tolerances above."""
-    monkeypatch.setattr(dwconv_triton, "_TUNING", "gpu")
-    monkeypatch.setattr(dwconv_triton, "_direct_kernel", _Refuse())
-    monkeypatch.setattr(dwconv_triton, "_weight_grad_kernel", _Refuse())
-    x, weight, b = _make(2, 3, 6, 9, (3, 13), False, True, dtype)
-    grad = _randn((2, 3, 6, 9), dtype)
-
-    def ours(x_, w_, b_):
-        return ops.dwconv2d(x_, w_, b_, backend="triton")
-
-    def reference(x_, w_, b_):
-        return F.conv2d(x_, w_, b_, padding=(1, 6), groups=3)
-
-    y, grads = _run(ours, x, weight, b, grad)
-    y_ref, grads_ref = _run(reference, x.float(), weight.float(), b.float(), grad.float())
-    assert y.dtype == dtype
-    for name, got, want in zip(
-        ("y", "grad_x", "grad_w", "grad_b"), (y, *grads), (y_ref, *grads_ref), strict=True
-    ):
-        error = (got.float() - want).abs().max().item()
-        scale = want.abs().max().item()
-        assert error <= HALF_TOLERANCE[dtype] * scale, f"{name}: {error:.3g} vs max {scale:.3g}"
-
-
 # The interpreter never runs Triton's compiler, so compile the kernels for an H100 (sm_90)
 # here, with the specialisation a real launch gets (unit strides become constants, sizes and
-# strides divisible by 16 are marked so): a GPU-only compile error fails here, the
-# channels_last tiles must turn into 16-byte vector loads of contiguous channels, and the
-# row-Toeplitz kernel into Hopper tensor-core instructions.
+# strides divisible by 16 are marked so): a GPU-only compile error fails here, and the
+# channels_last tiles must turn into 16-byte vector loads of contiguous channels. (The
+# tensor-core kernels of triton_tc.py are compiled in tests/test_dwconv_triton_tc.py.)
 _COMPILE_FOR_H100 = """
 import triton, triton.language as tl
 from triton.backends.compiler import GPUTarget
@@ -420,24 +335,6 @@ for channels_last in (False, True):
     )
     print(cl, ptx_fwd.count("ld.global.v4"), ptx_wgrad.count("ld.global.v4"))
 
-block_m, block_n, block_k = T._toeplitz_blocks((56, 56), 31, 1)
-ptx = build(
-    T._row_toeplitz_kernel,
-    {p: "*bf16" for p in ("x_ptr", "w_ptr", "b_ptr", "y_ptr")},
-    ("sxw", "sww", "syw"),
-    ("x_ptr", "w_ptr", "b_ptr", "y_ptr", "sxn", "sxc", "sxh", "syn", "syc", "syh"),
-    None, HAS_BIAS=True, ACC=tl.float32, DOT=tl.bfloat16,
-    BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_K=block_k,
-)
-ptx_wgrad = build(
-    T._row_toeplitz_weight_grad_kernel,
-    {"x_ptr": "*bf16", "dy_ptr": "*bf16", "dw_ptr": "*fp32"},
-    ("sxw", "sdw", "sww"),
-    ("x_ptr", "dy_ptr", "dw_ptr", "sxn", "sxc", "sxh", "sdn", "sdc", "sdh"),
-    None, ACC=tl.float32, DOT=tl.bfloat16,
-    BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_K=block_k,
-)
-print("toeplitz", ptx.count("wgmma.mma_async"), ptx_wgrad.count("wgmma.mma_async"))
 """
 
 
@@ -454,7 +351,6 @@ def test_triton_kernels_compile_for_h100_with_vector_loads_and_tensor_cores():
         if line
     }
     assert counts["True"][0] > 0 and counts["True"][1] > 0, counts  # channels_last: vector loads
-    assert min(counts["toeplitz"]) > 0, counts  # Hopper tensor-core instructions (wgmma)
 
 
 # ----------------------------------------------------------------------------------------------

@@ -9,10 +9,8 @@ Four kernels:
   channels] of one image per program, looping over (chunks of) taps. The input-gradient is the
   same kernel run on grad_out with the 180-degree-rotated kernel and padding dh (kh - 1) - ph
   (negative when the padding exceeds the kernel extent; the kernels treat padding as an offset).
-- `_row_toeplitz_kernel` is the tensor-core form of the same (NCHW, fp16/bf16, wide kernels on
-  a GPU): per kernel row, an input strip times a banded Toeplitz matrix built from that row.
-- `_row_toeplitz_weight_grad_kernel`, its weight-gradient: per (kernel row, channel) program,
-  X^T @ dY accumulated over all images and tiles on tensor cores, then the band's diagonals.
+- The fp16/bf16 tensor-core forms (forward, input-gradient and weight-gradient with wide kernels
+  on a GPU) live in ops/dwconv/triton_tc.py; `_direct` and `backward_weight` route to them.
 - `_weight_grad_kernel`: each program owns [BLOCK_C channels, one chunk of TAP_H x TAP_W taps]
   and one of SPLITS interleaved shares of the (image, output tile) pairs; it accumulates
   x * grad_out element-wise in registers, reduces over pixels once at the end and writes its
@@ -26,16 +24,16 @@ tensor-core operands on a GPU (Triton's CPU interpreter computes bf16 arithmetic
 there they are upcast too).
 
 Taps that only read padding are never loaded: each program clips its tap loop (forward) or its
-pixel loop (weight-grad) to the range that can reach the map, separately along H and W (the
-Toeplitz kernel masks the clipped columns out of its band).
+pixel loop (weight-grad) to the range that can reach the map, separately along H and W.
 
 Tile shapes come from a heuristic table (`_direct_tiles`, `_weight_grad_tiles`) with two
 targets. On a GPU: NHWC tiles of [32-128 pixels, up to 64 contiguous channels], NCHW tiles of
 one plane's [TILE_H x up to 64] pixels, one tap per loop iteration (loads hit L1), and the
-Toeplitz kernel for NCHW fp16/bf16 with kw >= 13. None of it was timed (no GPU was available
-when this was written); the tests compile every kernel for sm_90. Under TRITON_INTERPRET=1 (CPU
-tests) each tl op costs ~0.1-2 ms per program, so programs cover a whole small map and all
-channels and vectorise a whole block of taps, bounded by an element budget per op.
+tensor-core kernels of triton_tc.py for fp16/bf16 with kw >= 13. None of it was timed (no GPU
+was available when this was written); the tests compile every kernel for sm_90. Under
+TRITON_INTERPRET=1 (CPU tests) each tl op costs ~0.1-2 ms per program, so programs cover a whole
+small map and all channels and vectorise a whole block of taps, bounded by an element budget
+per op.
 """
 
 from __future__ import annotations
@@ -55,6 +53,7 @@ from .._triton import (
     triton,
 )
 from .._triton import jit as _jit
+from . import triton_tc
 
 # ----------------------------------------------------------------------------------------------
 # Kernels
@@ -139,66 +138,6 @@ def _direct_kernel(
 
 
 @_jit
-def _row_toeplitz_kernel(
-    x_ptr, w_ptr, b_ptr, y_ptr,
-    C, H, W, HO, WO,
-    sxn, sxc, sxh, sxw,
-    swc, swh, sww,
-    syn, syc, syh, syw,
-    pad_h, pad_w, dil_h, dil_w, KH, KW,
-    HAS_BIAS: tl.constexpr, ACC: tl.constexpr, DOT: tl.constexpr, IDX: tl.constexpr,
-    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
-):  # fmt: skip
-    """Tensor-core form of `_direct_kernel` for one plane's [BLOCK_M rows, BLOCK_N cols] tile:
-    for each kernel row i, y += X_i @ T_i with X_i [BLOCK_M, BLOCK_K] the input rows read by
-    that kernel row (columns ow0 - pw ... ow0 - pw + BLOCK_K) and T_i [BLOCK_K, BLOCK_N] the
-    banded Toeplitz matrix T_i[k, n] = w[i, j] where k - n = j * dw (zero elsewhere)."""
-    pid = tl.program_id(0).to(IDX)
-    c = tl.program_id(1).to(IDX)
-    tiles_w = (WO + BLOCK_N - 1) // BLOCK_N
-    tiles = ((HO + BLOCK_M - 1) // BLOCK_M) * tiles_w
-    n = (pid // tiles).to(tl.int64)
-    oh0 = ((pid % tiles) // tiles_w) * BLOCK_M
-    ow0 = ((pid % tiles) % tiles_w) * BLOCK_N
-    oh = oh0 + tl.arange(0, BLOCK_M).to(IDX)
-    ow = ow0 + tl.arange(0, BLOCK_N).to(IDX)
-    k = tl.arange(0, BLOCK_K).to(IDX)
-
-    # Tap clipping as in `_direct_kernel`.
-    kh_lo = (tl.maximum(pad_h - (tl.minimum(oh0 + BLOCK_M, HO) - 1), 0) + dil_h - 1) // dil_h
-    kh_hi = tl.minimum((tl.maximum(H - 1 + pad_h - oh0, -1) + dil_h) // dil_h, KH)
-    kw_lo = (tl.maximum(pad_w - (tl.minimum(ow0 + BLOCK_N, WO) - 1), 0) + dil_w - 1) // dil_w
-    kw_hi = tl.minimum((tl.maximum(W - 1 + pad_w - ow0, -1) + dil_w) // dil_w, KW)
-
-    iw = ow0 - pad_w + k
-    col_ok = (iw >= 0) & (iw < W)
-    d = tl.maximum(k[:, None] - (ow - ow0)[None, :], -1)  # [BLOCK_K, BLOCK_N]: j * dw on the band
-    j = tl.maximum(d, 0) // dil_w
-    band = (d >= 0) & (tl.maximum(d, 0) % dil_w == 0) & (j >= kw_lo) & (j < kw_hi)
-    x_base = x_ptr + n * sxn + c * sxc
-    w_band = w_ptr + c * swc + j * sww
-    acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=ACC)
-    for i in range(kh_lo, kh_hi):
-        ih = oh - pad_h + i * dil_h
-        xi = tl.load(
-            x_base + (ih * sxh)[:, None] + (iw * sxw)[None, :],
-            mask=((ih >= 0) & (ih < H))[:, None] & col_ok[None, :],
-            other=0.0,
-        ).to(DOT)
-        ti = tl.load(w_band + i * swh, mask=band, other=0.0).to(DOT)
-        acc = tl.dot(xi, ti, acc, input_precision="ieee")
-
-    if HAS_BIAS:
-        acc += tl.load(b_ptr + c).to(ACC)
-    y_off = (oh * syh)[:, None] + (ow * syw)[None, :]
-    tl.store(
-        y_ptr + n * syn + c * syc + y_off,
-        acc.to(y_ptr.dtype.element_ty),
-        mask=(oh < HO)[:, None] & (ow < WO)[None, :],
-    )
-
-
-@_jit
 def _weight_grad_kernel(
     x_ptr, dy_ptr, ws_ptr,
     N, C, H, W, HO, WO,
@@ -269,62 +208,6 @@ def _weight_grad_kernel(
         partial,
         mask=c_ok[:, None] & t_ok[None, :],
     )
-
-
-@_jit
-def _row_toeplitz_weight_grad_kernel(
-    x_ptr, dy_ptr, dw_ptr,
-    N, C, H, W, HO, WO,
-    sxn, sxc, sxh, sxw,
-    sdn, sdc, sdh, sdw,
-    swc, swh, sww,
-    pad_h, pad_w, dil_h, dil_w, KH, KW,
-    kh_first, kw_first, kw_last,
-    ACC: tl.constexpr, DOT: tl.constexpr, IDX: tl.constexpr,
-    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
-):  # fmt: skip
-    """dW[c, i, :] for one channel c and kernel row i, on tensor cores: G = sum over images and
-    output tiles of X_i^T @ dY ([BLOCK_K, BLOCK_M] @ [BLOCK_M, BLOCK_N], X_i as in
-    `_row_toeplitz_kernel`), then dW[c, i, j] = sum_n G[n + j dw, n], a diagonal of G. Every dW
-    element is written by exactly one program: deterministic without a workspace."""
-    i = kh_first + tl.program_id(0).to(IDX)
-    c = tl.program_id(1).to(IDX)
-    # Output rows that read the map through kernel row i; columns that read it through any tap.
-    oh_lo = tl.maximum(pad_h - i * dil_h, 0)
-    oh_hi = tl.minimum(H + pad_h - i * dil_h, HO)
-    ow_lo = tl.maximum(pad_w - (KW - 1) * dil_w, 0)
-    ow_hi = tl.minimum(W + pad_w, WO)
-    tiles_w = (tl.maximum(ow_hi - ow_lo, 0) + BLOCK_N - 1) // BLOCK_N
-    tiles = ((tl.maximum(oh_hi - oh_lo, 0) + BLOCK_M - 1) // BLOCK_M) * tiles_w
-
-    r = tl.arange(0, BLOCK_M).to(IDX)
-    q = tl.arange(0, BLOCK_N).to(IDX)
-    k = tl.arange(0, BLOCK_K).to(IDX)
-    x_chan = x_ptr + c * sxc
-    dy_chan = dy_ptr + c * sdc
-    g = tl.zeros((BLOCK_K, BLOCK_N), dtype=ACC)
-    for t in range(0, N * tiles):
-        img = (t // tiles).to(tl.int64)
-        oh = oh_lo + ((t % tiles) // tiles_w) * BLOCK_M + r
-        ow0 = ow_lo + ((t % tiles) % tiles_w) * BLOCK_N
-        row_ok = oh < oh_hi
-        iw = ow0 - pad_w + k
-        xi = tl.load(
-            x_chan + img * sxn + ((oh - pad_h + i * dil_h) * sxh)[:, None] + (iw * sxw)[None, :],
-            mask=row_ok[:, None] & ((iw >= 0) & (iw < W))[None, :],
-            other=0.0,
-        ).to(DOT)
-        dyi = tl.load(
-            dy_chan + img * sdn + (oh * sdh)[:, None] + ((ow0 + q) * sdw)[None, :],
-            mask=row_ok[:, None] & (ow0 + q < ow_hi)[None, :],
-            other=0.0,
-        ).to(DOT)
-        g = tl.dot(tl.trans(xi), dyi, g, input_precision="ieee")
-
-    diagonal = k[:, None] - q[None, :]  # [BLOCK_K, BLOCK_N]: j * dw on the band
-    for j in range(kw_first, kw_last):
-        total = tl.sum(tl.sum(tl.where(diagonal == j * dil_w, g, 0.0), axis=1), axis=0)
-        tl.store(dw_ptr + c * swc + i * swh + j * sww, total)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -428,55 +311,6 @@ def _weight_grad_tiles(out_hw, channels, taps_hw, channels_last: bool) -> _Tiles
     return _Tiles(tile_h, tile_w, block_c, 1, tap_w, _warps(elements // 4, 4))
 
 
-# The tensor-core row-Toeplitz form is chosen for NCHW fp16/bf16 on a GPU with wide kernels:
-# there the direct kernel does one L1 load per FMA. The thresholds are a design estimate, not
-# measured (no GPU was available).
-_TOEPLITZ_DTYPES = (torch.float16, torch.bfloat16)
-_TOEPLITZ_MIN_WIDTH = 13
-_TOEPLITZ_MAX_K = 256
-
-
-def _toeplitz_blocks(out_hw, kernel_w: int, dil_w: int) -> tuple[int, int, int] | None:
-    """(BLOCK_M, BLOCK_N, BLOCK_K), or None when even the narrowest tile needs K > _TOEPLITZ_MAX_K.
-
-    Per output and kernel row a tile loads BLOCK_K / BLOCK_N input and BLOCK_K / BLOCK_M band
-    elements (vs kernel_w loads in the direct kernel); BLOCK_N is chosen to minimise that, then
-    the tensor-core work BLOCK_K (of which kernel_w taps are useful).
-    """
-    block_m = min(64, max(16, _pow2(out_hw[0])))
-    extra = dil_w * (kernel_w - 1)
-    widths = [n for n in (16, 32, 64) if n <= max(16, _pow2(out_hw[1]))]
-    block_n = min(widths, key=lambda n: (_pow2(n + extra) * (1 / n + 1 / block_m), n + extra))
-    block_k = _pow2(block_n + extra)
-    if block_k > _TOEPLITZ_MAX_K:
-        return None
-    return block_m, block_n, block_k
-
-
-def _toeplitz_choice(x: Tensor, out_hw, kernel_w: int, dil_w: int):
-    """Toeplitz blocks when the tensor-core kernels apply to x, else None."""
-    if (
-        _TUNING != "gpu"
-        or is_channels_last(x)
-        or x.dtype not in _TOEPLITZ_DTYPES
-        or kernel_w < _TOEPLITZ_MIN_WIDTH
-    ):
-        return None
-    return _toeplitz_blocks(out_hw, kernel_w, dil_w)
-
-
-def _dot_type(dtype: torch.dtype):
-    # 16-bit operands go to the tensor cores as they are; the interpreter gets fp32 operands
-    # because it computes bf16 arithmetic wrongly.
-    if dtype == torch.float64:
-        return tl.float64
-    if dtype == torch.float16 and not _INTERPRETED:
-        return tl.float16
-    if dtype == torch.bfloat16 and not _INTERPRETED:
-        return tl.bfloat16
-    return tl.float32
-
-
 # ----------------------------------------------------------------------------------------------
 # Launchers
 
@@ -521,12 +355,15 @@ def _direct(
     y = torch.empty((n, c, ho, wo), dtype=x.dtype, device=x.device, memory_format=fmt)
     if y.numel() == 0:
         return y
+    if triton_tc.applies(x, kw):
+        y_tc = triton_tc.forward(x, weight, bias, padding, dilation, out_hw)
+        if y_tc is not None:
+            return y_tc
     taps_hw = (
         live_taps(h, ho, kh, padding[0], dilation[0]),
         live_taps(w, wo, kw, padding[1], dilation[1]),
     )
     wk = _kernel_view(weight, channels_last)
-    blocks = _toeplitz_choice(x, out_hw, kw, dilation[1])
     common = (
         x, wk, x if bias is None else bias, y,
         c, h, w, ho, wo,
@@ -534,14 +371,6 @@ def _direct(
         padding[0], padding[1], dilation[0], dilation[1], kh, kw,
     )  # fmt: skip
     flags = dict(HAS_BIAS=bias is not None, ACC=_accumulator(x.dtype), IDX=_index_type(x, y))
-    if blocks is not None:
-        block_m, block_n, block_k = blocks
-        grid = (n * triton.cdiv(ho, block_m) * triton.cdiv(wo, block_n), c)
-        _row_toeplitz_kernel[grid](
-            *common, DOT=_dot_type(x.dtype), BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_K=block_k,
-            num_warps=4, **flags,
-        )  # fmt: skip
-        return y
     taps = (taps_hw[0][1] - taps_hw[0][0], taps_hw[1][1] - taps_hw[1][0])
     tiles = _direct_tiles(out_hw, c, taps, channels_last)
     grid = (
@@ -598,20 +427,10 @@ def backward_weight(
     )
     if n * c * ho * wo == 0 or kh_hi == kh_lo or kw_hi == kw_lo:
         return torch.zeros((c, 1, kh, kw), dtype=acc_dtype, device=x.device)
-    blocks = _toeplitz_choice(x, (ho, wo), kw, dilation[1])
-    if blocks is not None:
-        block_m, block_n, block_k = blocks
-        grad_w = torch.zeros((c, kh, kw), dtype=acc_dtype, device=x.device)
-        _row_toeplitz_weight_grad_kernel[(kh_hi - kh_lo, c)](
-            x, grad_out, grad_w,
-            n, c, h, w, ho, wo,
-            *x.stride(), *grad_out.stride(), *grad_w.stride(),
-            padding[0], padding[1], dilation[0], dilation[1], kh, kw,
-            kh_lo, kw_lo, kw_hi,
-            ACC=_accumulator(x.dtype), DOT=_dot_type(x.dtype), IDX=_index_type(x, grad_out),
-            BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_K=block_k, num_warps=4,
-        )  # fmt: skip
-        return grad_w.unsqueeze(1)
+    if triton_tc.applies(x, kw):
+        grad_w = triton_tc.backward_weight(grad_out, x, kernel_hw, padding, dilation)
+        if grad_w is not None:
+            return grad_w
     tiles = _weight_grad_tiles((ho, wo), c, (kh_hi - kh_lo, kw_hi - kw_lo), is_channels_last(x))
     chunks_h = triton.cdiv(kh_hi - kh_lo, tiles.tap_h)
     chunks_w = triton.cdiv(kw_hi - kw_lo, tiles.tap_w)
