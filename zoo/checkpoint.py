@@ -37,6 +37,9 @@ ModelT = TypeVar("ModelT", bound=nn.Module)
 _SAFE_GLOBALS = [argparse.Namespace]
 # where timm's `load_state_dict` looks for the weights inside a checkpoint dict, in its order
 _WRAPPERS = ("state_dict_ema", "model_ema", "state_dict", "model")
+# basicsr's wrappers (`{"params": ...}`, optionally `params_ema`): timm passes them through and
+# the family's checkpoint_filter_fn unwraps them (DeepRFTv2)
+_BASICSR_WRAPPERS = ("params_ema", "params")
 # torch's phrasings: "Unsupported global: GLOBAL a.B was not ...", "Trying to load
 # unsupported GLOBAL posix.mkdir whose module posix is blocked" and, for a class whose object
 # is built, "Can only build Tensor, ... but got <class 'a.B'>"
@@ -112,14 +115,15 @@ def read_checkpoint(
 def load_checkpoint_file(path: str | os.PathLike[str], mmap: bool = False) -> dict[str, Tensor]:
     """The state_dict in a checkpoint file (torch.save or .safetensors), read without running
     pickled code, unwrapped like timm does (`state_dict_ema`, `model_ema`, `state_dict`,
-    `model`). Raises `CheckpointError` for a missing file or one that holds no state_dict.
+    `model`; then basicsr's `params_ema`, `params`). Raises `CheckpointError` for a missing
+    file or one that holds no state_dict.
 
     mmap: memory-map a zip checkpoint instead of reading its tensors (for a quick check).
     """
     path = os.fspath(path)
     checkpoint = read_checkpoint(path, mmap)
     if isinstance(checkpoint, dict):
-        for wrapper in _WRAPPERS:
+        for wrapper in _WRAPPERS + _BASICSR_WRAPPERS:
             if checkpoint.get(wrapper) is not None:
                 checkpoint = checkpoint[wrapper]
                 break
