@@ -53,7 +53,7 @@ from .._triton import (
     triton,
 )
 from .._triton import jit as _jit
-from . import triton_tc
+from . import triton_slide, triton_tc
 
 # ----------------------------------------------------------------------------------------------
 # Kernels
@@ -339,6 +339,15 @@ def _kernel_view(weight: Tensor, channels_last: bool) -> Tensor:
     return w.contiguous()
 
 
+def _slide_applies(x: Tensor, live_taps: int | None) -> bool:
+    """fp32/fp64 go to the mask-free kernels of triton_slide.py: always for the weight-grad
+    (live_taps None), for the forward from SLIDE_MIN_TAPS live taps (below, the op is
+    memory-bound and the padded copy would cost more than the masks)."""
+    if x.dtype not in (torch.float32, torch.float64):
+        return False
+    return live_taps is None or live_taps >= triton_slide.SLIDE_MIN_TAPS
+
+
 def _direct(
     x: Tensor,
     weight: Tensor,
@@ -363,6 +372,8 @@ def _direct(
         live_taps(h, ho, kh, padding[0], dilation[0]),
         live_taps(w, wo, kw, padding[1], dilation[1]),
     )
+    if _slide_applies(x, (taps_hw[0][1] - taps_hw[0][0]) * (taps_hw[1][1] - taps_hw[1][0])):
+        return triton_slide.forward(x, weight, bias, padding, dilation, out_hw, _TUNING)
     wk = _kernel_view(weight, channels_last)
     common = (
         x, wk, x if bias is None else bias, y,
@@ -431,6 +442,8 @@ def backward_weight(
         grad_w = triton_tc.backward_weight(grad_out, x, kernel_hw, padding, dilation)
         if grad_w is not None:
             return grad_w
+    if _slide_applies(x, None):
+        return triton_slide.backward_weight(grad_out, x, kernel_hw, padding, dilation, _TUNING)
     tiles = _weight_grad_tiles((ho, wo), c, (kh_hi - kh_lo, kw_hi - kw_lo), is_channels_last(x))
     chunks_h = triton.cdiv(kh_hi - kh_lo, tiles.tap_h)
     chunks_w = triton.cdiv(kw_hi - kw_lo, tiles.tap_w)
