@@ -137,7 +137,7 @@ def _tc_weight_grad_kernel(
     sdn, sdc, sdh, sdw,
     swc, swh, sww,
     pad_h, col_off, band_shift, dil_h, dil_w, kh_first, kw_first, kw_last,
-    TMA: tl.constexpr, ACC: tl.constexpr, DOT: tl.constexpr,
+    TMA: tl.constexpr, ACC: tl.constexpr, DOT: tl.constexpr, TAPS: tl.constexpr,
     IMG: tl.constexpr, BLOCK_H: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
 ):  # fmt: skip
     """dW[c, i, :] for kernel row i = kh_first + program_id(0) and channel c = program_id(1)."""
@@ -189,12 +189,14 @@ def _tc_weight_grad_kernel(
                     ).reshape(IMG * BLOCK_H, BLOCK_N)
                 g = tl.dot(tl.trans(xi.to(DOT)), dyi.to(DOT), g, input_precision="ieee")
 
-    # dW[c, i, j] = sum_q G[q + s + j dw, q] (epilogue: kw reductions of the [BLOCK_K, BLOCK_N]
-    # accumulator, once per program)
-    diagonal = k[:, None] - q[None, :] - band_shift
-    for j in range(kw_first, kw_last):
-        total = tl.sum(tl.sum(tl.where(diagonal == j * dil_w, g, 0.0), axis=1), axis=0)
-        tl.store(dw_ptr + c * swc + i * swh + j * sww, total)
+    # dW[c, i, j] = sum_q G[q + s + j dw, q]: one gather skews the diagonals into rows
+    # (skewed[t, q] = G[q + s + (kw_first + t) dw, q]), then one reduction over q.
+    t = tl.arange(0, TAPS)
+    diagonal = q[None, :] + band_shift + ((kw_first + t) * dil_w)[:, None]  # [TAPS, BLOCK_N]
+    tap_ok = kw_first + t < kw_last
+    skewed = tl.gather(g, tl.minimum(diagonal, BLOCK_K - 1), 0)
+    total = tl.sum(tl.where(tap_ok[:, None], skewed, 0.0), axis=1)
+    tl.store(dw_ptr + c * swc + i * swh + (kw_first + t) * sww, total, mask=tap_ok)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -334,7 +336,9 @@ def _descriptor(t: Tensor, box) -> tuple[object, bool]:
 
 def _bands(weight: Tensor, cfg: Config, dil_w: int, live_w: tuple[int, int]) -> Tensor:
     """The Toeplitz bands of every (channel, kernel row) as a (C kh BLOCK_K, BLOCK_N) matrix:
-    T[c, i, k, q] = w[c, i, j] where k = q + shift + j dw and tap j is live, else 0."""
+    T[c, i, k, q] = w[c, i, j] where k = q + shift + j dw and tap j is live, else 0. One gather
+    (one write of the table) from the kernel rows with a zero prepended: entries off the band
+    and taps that only read padding index that zero, so a NaN there never reaches the table."""
     c, _, kh, kw = weight.shape
     dev = weight.device
     d = (
@@ -344,9 +348,9 @@ def _bands(weight: Tensor, cfg: Config, dil_w: int, live_w: tuple[int, int]) -> 
     )
     j = torch.div(d, dil_w, rounding_mode="floor")
     on = (d >= 0) & (d % dil_w == 0) & (j >= live_w[0]) & (j < live_w[1])
-    gathered = weight[:, 0][:, :, j.clamp(0, kw - 1)]  # (C, kh, BLOCK_K, BLOCK_N)
-    bands = torch.where(on, gathered, torch.zeros((), dtype=weight.dtype, device=dev))
-    return bands.reshape(c * kh * cfg.block_k, cfg.block_n)
+    index = torch.where(on, j + 1, 0)
+    rows = torch.cat([weight.new_zeros(c, kh, 1), weight[:, 0]], dim=2)
+    return rows[:, :, index].reshape(c * kh * cfg.block_k, cfg.block_n)
 
 
 def forward(
@@ -375,7 +379,7 @@ def forward(
     col_tiles = triton.cdiv(wo, cfg.block_n)
     grid = (triton.cdiv(n, cfg.img) * row_tiles * col_tiles, c)
     _tc_forward_kernel[grid](
-        xs, x_desc, t_desc, x if bias is None else bias, y,
+        xs, x_desc, t_desc, xs if bias is None else bias, y,
         n, h, w, ho, wo, kh,
         *xs.stride(), *y.stride(),
         padding[0], -padding[1] - cfg.shift, dilation[0], row_tiles, col_tiles,
@@ -418,6 +422,6 @@ def backward_weight(
         padding[0], -padding[1] - cfg.shift, cfg.shift, dilation[0], dilation[1],
         kh_lo, kw_lo, kw_hi,
         TMA=x_tma and dy_tma, ACC=_accumulator(x.dtype), DOT=_dot_type(x.dtype),
-        **cfg.constexprs(),
+        TAPS=_pow2(kw_hi - kw_lo), **cfg.constexprs(),
     )  # fmt: skip
     return grad_w.unsqueeze(1)
