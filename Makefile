@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 TIMM_TESTS := $(VENV)/timm-tests/test_models.py
 
-.PHONY: demo test test-slow test-gpu gpu-check lint install
+.PHONY: demo test test-slow test-gpu test-mm gpu-check lint install
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV) || python3 -m venv $(VENV)
@@ -35,6 +35,20 @@ test-slow: install
 
 test-gpu: install
 	$(PY) -m pytest -q -m gpu
+
+# OpenMMLab (mmsegmentation 1.2.2, mmdet 3.3.0, mmengine 0.10.7): installs the `mm` extra into
+# .venv and runs tests/mm (marker mm: real UperNet / Mask R-CNN training on tiny generated data).
+# mmcv 2.1.0 has no wheel for torch 2.14: tools/build_mmcv.sh builds one from the sdist ONCE per
+# machine (~20-40 min on 2 cores) into $ZOO_CACHE_DIR/wheels (~/.cache/lkzoo) and reuses it.
+MM_STAMP := $(VENV)/.installed-mm
+$(MM_STAMP): $(STAMP) pyproject.toml tools/build_mmcv.sh
+	$(PY) -m pip install -q "setuptools<81"
+	wheel=$$(PY=$(PY) bash tools/build_mmcv.sh) && $(PY) -m pip install -q --no-deps "$$wheel"
+	$(PY) -m pip install -q -e ".[dev,mm]"
+	@touch $(MM_STAMP)
+
+test-mm: $(MM_STAMP)
+	OMP_NUM_THREADS=$${OMP_NUM_THREADS:-1} $(PY) -m pytest -q -m mm tests/mm
 
 # On a CUDA machine: the GPU tests, then the op and model benchmarks, written to
 # benchmarks/*_cuda.md (device, versions, command). Under 6 minutes on an H100/H200.
