@@ -11,6 +11,9 @@ Labels:
   convs (NCHW, as the model runs them) at its stage resolutions for a 224 input: 160 channels
   at 28x28, 320 at 14x14, 640 at 7x7; batch 64. Plus `urlk_t_s3_bf16_nchw_k{K}d{D}_*`, the
   training-time dilated branches of stage 3 (K, D) in (5, 1), (7, 2), (3, 3), (3, 4), (3, 5).
+- `tccfg{i}_bf16-nchw-k{13|31}_{fwd|wgrad}`: the tensor-core kernels (ops/dwconv/triton_tc.py)
+  at the example shape with candidate tile config i (`triton_tc.candidates`; 0 is the table's
+  default), so every config a GPU run should time compiles here.
 - `incnext_t_s1_{fp32|bf16}_cl_{1x11|11x1}_{fwd|dgrad|wgrad}`: InceptionNeXt-T's band convs in
   stage 1: 12 of 96 channels (a channel slice of a channels_last tensor, as the model passes
   it) at 56x56, batch 64.
@@ -22,9 +25,12 @@ do in every TFLOP/s figure we quote).
 
 from __future__ import annotations
 
+from functools import partial
+
 import torch
 
 from ops.dwconv import triton as T
+from ops.dwconv import triton_tc as TC
 
 # The launchers pick interpreter-sized tiles when TRITON_INTERPRET was set at import (the tool
 # unsets it before importing anything).
@@ -53,6 +59,31 @@ def _calls(tag: str, x, kernel_hw, padding, dilation=(1, 1)):
     yield f"{tag}_wgrad", lambda: T.backward_weight(dy, x, (kh, kw), padding, dilation), flops
 
 
+def _candidate(index: int, call):
+    """call() with the tensor-core kernels' tile config forced to candidate `index`."""
+    TC.FORCE_CANDIDATE = index
+    try:
+        return call()
+    finally:
+        TC.FORCE_CANDIDATE = None
+
+
+def _tc_candidates():
+    x = _input((64, 384, 32, 32), torch.bfloat16, torch.contiguous_format)
+    dy = torch.empty_like(x)
+    for k in (13, 31):
+        wt = torch.empty(384, 1, k, k, dtype=x.dtype, device="meta")
+        pad = (k // 2, k // 2)
+        flops = _flops(64, 384, 32, 32, k, k)
+        base = TC.config("forward", 64, (32, 32), k, k // 2, 1, x.element_size())
+        for i in range(len(TC.candidates(base))):
+            tag = f"tccfg{i}_bf16-nchw-k{k}"
+            fwd = partial(T.forward, x, wt, None, pad, (1, 1))
+            wgrad = partial(T.backward_weight, dy, x, (k, k), pad, (1, 1))
+            yield f"{tag}_fwd", partial(_candidate, i, fwd), flops
+            yield f"{tag}_wgrad", partial(_candidate, i, wgrad), flops
+
+
 def _input(shape, dtype, fmt):
     return torch.empty(shape, dtype=dtype, device="meta", memory_format=fmt)
 
@@ -75,6 +106,8 @@ def scenarios():
     for k, d in ((5, 1), (7, 2), (3, 3), (3, 4), (3, 5)):
         pad = (d * (k - 1) + 1) // 2
         yield from _calls(f"urlk_t_s3_bf16_nchw_k{k}d{d}", x, (k, k), (pad, pad), (d, d))
+
+    yield from _tc_candidates()
 
     # InceptionNeXt-T stage 1: dim 96, 12 channels per band branch, channels_last slices.
     for dname, dtype in DTYPES.items():
