@@ -131,14 +131,16 @@ class EVSS2D(nn.Module):
         x_dbl = self.x_conv(torch.einsum("ndl,cd->ncl", u, self.x_proj_weight[0]))
         dts, bs, cs = torch.split(x_dbl, [self.dt_rank, self.d_state, self.d_state], dim=1)
         dts = torch.einsum("nrl,dr->ndl", dts, self.dt_projs_weight[0])
+        # the scan runs in float32 (as officially) unless the model runs in float64
+        f = torch.float64 if u.dtype == torch.float64 else torch.float32
         y = selective_scan(
-            u.float(),
-            dts.contiguous().float(),
-            -torch.exp(self.A_logs.float()),
-            bs.float().unsqueeze(1),  # one group: (N, 1, d_state, L)
-            cs.float().unsqueeze(1),
-            self.Ds.float(),
-            delta_bias=self.dt_projs_bias.float().view(-1),
+            u.to(f),
+            dts.contiguous().to(f),
+            -torch.exp(self.A_logs.to(f)),
+            bs.to(f).unsqueeze(1),  # one group: (N, 1, d_state, L)
+            cs.to(f).unsqueeze(1),
+            self.Ds.to(f),
+            delta_bias=self.dt_projs_bias.to(f).view(-1),
             delta_softplus=True,
         )
         y = self.out_norm(y.transpose(1, 2).reshape(n, h, w, -1)) * F.gelu(z)
