@@ -227,6 +227,10 @@ def test_tc_table_tiles_and_useful_fraction():
     wg13 = triton_tc.config("weight_grad", 64, (32, 32), 13, 6, 1, 2)
     assert wg13.block_k == 64 and wg13.block_n == 32  # wgmma needs M_gemm = BLOCK_K >= 64
     assert triton_tc.config("forward", 8, (56, 56), 129, 64, 3, 2) is None  # band > 256
+    # the bands' table stays under MAX_TABLE_BYTES: narrower tiles, then the direct kernels
+    wide = triton_tc.config("forward", 64, (56, 56), 51, 25, 1, 2, 384 * 51)
+    assert (wide.block_n, wide.block_k) == (16, 128)
+    assert triton_tc.config("forward", 64, (56, 56), 51, 25, 1, 2, 1024 * 51) is None
     cands = triton_tc.candidates(k31)
     assert cands[0] == k31 and len(set(cands)) == len(cands)
 

@@ -207,6 +207,7 @@ def _tc_weight_grad_kernel(
 DTYPES = (torch.float16, torch.bfloat16)
 MIN_WIDTH = 13
 MAX_BLOCK_K = 256  # a TMA box dimension holds at most 256 elements
+MAX_TABLE_BYTES = 128 << 20  # the forward's bands (written once per call; 48.8 MB at C=384 k=31)
 MAX_CHANNELS = 65535  # grid axis 1
 # On a GPU by default; the CPU tests switch it on to run the kernels in the interpreter.
 ENABLED = not _INTERPRETED
@@ -242,10 +243,18 @@ def _pow2(n: int) -> int:
 
 
 def config(
-    direction: str, images: int, out_hw, kernel_w: int, pad_w: int, dil_w: int, itemsize: int
+    direction: str,
+    images: int,
+    out_hw,
+    kernel_w: int,
+    pad_w: int,
+    dil_w: int,
+    itemsize: int,
+    bands: int = 0,
 ) -> Config | None:
     """The table's tiles for `direction` ("forward" or "weight_grad"), or None when the band
-    would need more than MAX_BLOCK_K columns.
+    would need more than MAX_BLOCK_K columns or the forward's table of `bands` (C kh) bands
+    more than MAX_TABLE_BYTES.
 
     BLOCK_N minimises BLOCK_K (the executed MACs per output and kernel row), ties to the wider
     tile (fewer input re-reads, BLOCK_K / BLOCK_N per input element); the weight-gradient's
@@ -256,10 +265,16 @@ def config(
     extra = shift + dil_w * (kernel_w - 1)
     least_k = 64 if direction == "weight_grad" else 16
     widths = [n for n in (16, 32, 64) if n <= max(16, _pow2(out_hw[1]))]
-    block_n = min(widths, key=lambda n: (max(least_k, _pow2(n + extra)), -n))
-    block_k = max(least_k, _pow2(block_n + extra))
-    if block_k > MAX_BLOCK_K:
+    fitting = [
+        (block_k, -n)
+        for n in widths
+        if (block_k := max(least_k, _pow2(n + extra))) <= MAX_BLOCK_K
+        and bands * block_k * n * itemsize <= MAX_TABLE_BYTES
+    ]
+    if not fitting:
         return None
+    block_k, block_n = min(fitting)
+    block_n = -block_n
     block_h = min(_pow2(out_hw[0]), 128)
     img = max(1, min(128 // block_h, _pow2(images)), 16 // block_h)
     return Config(img, block_h, block_n, block_k, shift)
@@ -365,7 +380,8 @@ def forward(
     n, c, h, w = x.shape
     ho, wo = out_hw
     kh, kw = weight.shape[2], weight.shape[3]
-    cfg = _chosen(config("forward", n, out_hw, kw, padding[1], dilation[1], x.element_size()))
+    item = x.element_size()
+    cfg = _chosen(config("forward", n, out_hw, kw, padding[1], dilation[1], item, c * kh))
     if cfg is None:
         return None
     fmt = torch.channels_last if is_channels_last(x) else torch.contiguous_format
