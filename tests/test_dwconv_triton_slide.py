@@ -1,0 +1,285 @@
+"""Mask-free fp32/fp64 sliding kernels (ops/dwconv/triton_slide.py) against F.conv2d.
+
+Under TRITON_INTERPRET=1 (tests/conftest.py) with tiny shapes, on the GPU tile table (the
+launchers' `tuning="gpu"`) and on the interpreter tiles; the masked kernels of triton.py are made
+unusable to prove which kernels ran. A subprocess compiles every launch for sm_90 and runs ptxas
+on it: no spills, and no shared-memory layout conversions in the forward.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+import subprocess
+import sys
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+import ops
+from ops.dwconv import triton as dwconv_triton
+from ops.dwconv import triton_slide
+
+pytestmark = pytest.mark.skipif(dwconv_triton.triton is None, reason="triton is not importable")
+
+
+class _Refuse:
+    def __getitem__(self, grid):
+        raise AssertionError("a masked kernel of triton.py ran instead of a sliding kernel")
+
+
+@pytest.fixture(params=["gpu", "interpreter"])
+def slide_only(request, monkeypatch):
+    monkeypatch.setattr(dwconv_triton, "_TUNING", request.param)
+    monkeypatch.setattr(dwconv_triton, "_direct_kernel", _Refuse())
+    monkeypatch.setattr(dwconv_triton, "_weight_grad_kernel", _Refuse())
+    return request.param
+
+
+def _make(n, c, h, w, kernel, channels_last, bias, dtype=torch.float64, seed=0):
+    gen = torch.Generator().manual_seed(seed)
+    x = torch.randn(n, c, h, w, generator=gen, dtype=torch.float64)
+    weight = torch.randn(c, 1, *kernel, generator=gen, dtype=torch.float64) / math.prod(kernel)
+    b = torch.randn(c, generator=gen, dtype=torch.float64) if bias else None
+    x, weight = x.to(dtype), weight.to(dtype)
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    return x, weight, None if b is None else b.to(dtype)
+
+
+def _grads(y_shape, dtype, seed=1):
+    gen = torch.Generator().manual_seed(seed)
+    return torch.randn(y_shape, generator=gen, dtype=torch.float64).to(dtype)
+
+
+# (n, c, h, w, kernel, padding, dilation, channels_last, bias); every case has >= 25 live taps
+CASES = [
+    (2, 3, 9, 10, (5, 5), (2, 2), (1, 1), False, True),
+    (1, 4, 7, 9, (7, 7), (3, 3), (1, 1), True, True),  # channel block of 4
+    (1, 6, 6, 5, (31, 31), (15, 15), (1, 1), True, False),  # kernel >> map: live window 11x9
+    (2, 2, 9, 8, (5, 5), (4, 4), (2, 2), False, False),  # dilation
+    (1, 2, 3, 70, (3, 51), (1, 75), (1, 3), False, True),  # 51 taps at dilation 3: 2 chunks
+    (1, 2, 2, 140, (1, 129), (0, 64), (1, 1), True, True),  # 129 taps: 5 chunks of 26
+    (1, 2, 5, 6, (5, 5), (6, 7), (1, 1), False, True),  # padding beyond the kernel
+    (2, 3, 9, 9, (5, 6), (0, 0), (1, 1), True, False),  # no padding, even kernel
+]
+
+
+def _case_id(case) -> str:
+    n, c, h, w, (kh, kw), (ph, pw), (dh, dw), cl, bias = case
+    fmt = "cl" if cl else "nchw"
+    return f"n{n}c{c}_{h}x{w}_k{kh}x{kw}_p{ph}{pw}_d{dh}{dw}_{fmt}{'_bias' if bias else ''}"
+
+
+@pytest.mark.parametrize("case", CASES, ids=_case_id)
+def test_slide_kernels_match_conv2d_float64(slide_only, case):
+    n, c, h, w, kernel, pad, dil, channels_last, bias = case
+    x, weight, b = _make(n, c, h, w, kernel, channels_last, bias)
+    y = dwconv_triton.forward(x, weight, b, pad, dil)
+    y_ref = F.conv2d(x, weight, b, padding=pad, dilation=dil, groups=c)
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    assert y.shape == y_ref.shape and y.is_contiguous(memory_format=fmt)
+    torch.testing.assert_close(y, y_ref, atol=1e-10, rtol=0)
+    grad = _grads(y.shape, y.dtype)
+    grad_x = dwconv_triton.backward_input(grad, weight, (h, w), pad, dil)
+    grad_w = dwconv_triton.backward_weight(grad, x, kernel, pad, dil)
+    ref_x, ref_w, _ = torch.ops.aten.convolution_backward(
+        grad, x, weight, None, [1, 1], list(pad), list(dil), False, [0, 0], c, [True, True, False]
+    )
+    torch.testing.assert_close(grad_x, ref_x, atol=1e-10, rtol=0)
+    torch.testing.assert_close(grad_w, ref_w, atol=1e-10, rtol=0)
+
+
+def test_slide_kernels_float32_through_the_op(slide_only):
+    """fp32 storage through ops.dwconv2d (autograd, bias-grad), against float64 F.conv2d."""
+    x, weight, b = _make(2, 8, 9, 11, (7, 7), True, True, torch.float32)
+    leaves = [t.clone().requires_grad_(True) for t in (x, weight, b)]
+    y = ops.dwconv2d(*leaves, padding=3, backend="triton")
+    grad = _grads(y.shape, torch.float32)
+    got = torch.autograd.grad(y, leaves, grad)
+    ref_leaves = [t.double().requires_grad_(True) for t in (x, weight, b)]
+    y_ref = F.conv2d(*ref_leaves, padding=3, groups=8)
+    want = torch.autograd.grad(y_ref, ref_leaves, grad.double())
+    assert y.dtype == torch.float32
+    for a, e in zip((y, *got), (y_ref, *want), strict=True):
+        torch.testing.assert_close(a.double(), e, atol=2e-5 * e.abs().max().item(), rtol=0)
+
+
+def test_slide_weight_grad_deterministic_with_splits(monkeypatch):
+    """GPU tiles with several image shares (SPLITS = 3): bitwise equal over two runs."""
+    monkeypatch.setattr(dwconv_triton, "_TUNING", "gpu")
+    monkeypatch.setattr(dwconv_triton, "_weight_grad_kernel", _Refuse())
+    x, weight, _ = _make(3, 4, 6, 7, (5, 5), True, False, torch.float32)
+    grad = _grads((3, 4, 6, 7), torch.float32).contiguous(memory_format=torch.channels_last)
+    first = dwconv_triton.backward_weight(grad, x, (5, 5), (2, 2), (1, 1))
+    second = dwconv_triton.backward_weight(grad, x, (5, 5), (2, 2), (1, 1))
+    assert torch.equal(first, second)
+    ref = torch.ops.aten.convolution_backward(
+        grad.double(), x.double(), weight.double(), None, [1, 1], [2, 2], [1, 1], False, [0, 0],
+        4, [False, True, False],
+    )[1]  # fmt: skip
+    torch.testing.assert_close(first.double(), ref, atol=1e-5, rtol=0)
+
+
+def test_slide_never_reads_taps_that_only_see_padding(slide_only):
+    x, weight, _ = _make(2, 3, 5, 5, (31, 31), False, False)
+    reachable = torch.zeros(31, 31, dtype=torch.bool)
+    reachable[11:20, 11:20] = True
+    y = dwconv_triton.forward(
+        x, weight.masked_fill(~reachable, float("nan")), None, (15, 15), (1, 1)
+    )
+    ref = F.conv2d(x, weight.masked_fill(~reachable, 0.0), padding=15, groups=3)
+    torch.testing.assert_close(y, ref, atol=1e-12, rtol=0)
+
+
+def test_tap_chunks_cap_the_unrolled_width():
+    assert triton_slide.tap_chunks(31) == (1, 31)
+    assert triton_slide.tap_chunks(129) == (5, 26)  # 130 executed for 129: one zero tap
+    assert triton_slide.tap_chunks(51) == (2, 26)
+    assert triton_slide.tap_chunks(8, 8) == (1, 8)
+    for taps in range(1, 300):
+        chunks, width = triton_slide.tap_chunks(taps)
+        assert width <= triton_slide.MAX_TAP_W and chunks * width - taps < chunks
+
+
+def test_index_type_is_int64_only_when_an_image_spans_2_31_elements():
+    small = torch.empty(4, 384, 64, 64, device="meta")
+    big = torch.empty(1, 2**15, 2**8, 2**8 + 1, device="meta")  # one image > 2^31 elements
+    if not triton_slide._INTERPRETED:
+        assert triton_slide._index_type(small) == triton_slide.tl.int32
+    assert triton_slide._index_type(big) == triton_slide.tl.int64
+
+
+class _Record:
+    def __init__(self):
+        self.grids = []
+
+    def __getitem__(self, grid):
+        self.grids.append(grid)
+        return lambda *args, **kwargs: None
+
+
+@pytest.mark.parametrize("channels_last", [False, True], ids=["nchw", "cl"])
+def test_slide_grids_stay_within_hardware_limits_for_any_channel_count(monkeypatch, channels_last):
+    """Grid axis 0 < 2^31, axes 1-2 <= 65535 (launches recorded on meta tensors)."""
+    fwd, wgrad = _Record(), _Record()
+    monkeypatch.setattr(triton_slide, "_slide_forward_kernel", fwd)
+    monkeypatch.setattr(triton_slide, "_slide_weight_grad_kernel", wgrad)
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    for n, c in ((1, 200_003), (70_000, 8)):
+        x = torch.empty(n, c, 16, 16, device="meta", memory_format=fmt)
+        w = torch.empty(c, 1, 7, 7, device="meta")
+        triton_slide.forward(x, w, None, (3, 3), (1, 1), (16, 16), "gpu")
+        triton_slide.backward_weight(x, x, (7, 7), (3, 3), (1, 1), "gpu")
+    for grid in fwd.grids + wgrad.grids:
+        assert grid[0] < 2**31 and all(g <= 65535 for g in grid[1:]), grid
+
+
+# Every launch of the scenario shapes compiled for an H100 with Triton's launch-time
+# specialisation (launchers on meta tensors), then ptxas -v on the PTX.
+_COMPILE_FOR_H100 = r"""
+import subprocess, sys, tempfile
+import torch, triton
+from triton.backends.compiler import GPUTarget
+from triton.backends.nvidia.compiler import CUDABackend, get_ptxas
+from triton.compiler import ASTSource
+from triton.runtime import jit
+from triton.runtime.jit import create_function_from_signature
+from ops.dwconv import triton_slide as S
+
+assert not S._INTERPRETED
+target = GPUTarget("cuda", 90, 32)
+backend = CUDABackend(target)
+launches = []
+jit.JITFunction.run = lambda fn, *args, grid, warmup, **kw: launches.append((fn, args, kw))
+
+
+def compile_all(tag):
+    for fn, args, kw in launches:
+        binder = create_function_from_signature(fn.signature, fn.params, backend)
+        kw = dict(kw, debug=False, instrumentation_mode="")
+        bound, spec, opts = binder(*args, **kw)
+        options, sig, consts, attrs = fn._pack_args(backend, kw, bound, spec, opts)
+        k = triton.compile(ASTSource(fn, sig, consts, attrs), target=target,
+                           options=options.__dict__)
+        ptx = k.asm["ptx"]
+        with tempfile.NamedTemporaryFile("w", suffix=".ptx") as f:
+            f.write(ptx)
+            f.flush()
+            log = subprocess.run([get_ptxas(target.arch).path, "-arch=sm_90a", "-v", f.name,
+                                  "-o", "/dev/null"], capture_output=True, text=True).stderr
+        spills = sum(int(v) for v in __import__("re").findall(r"(\d+) bytes spill", log))
+        print(tag, fn.__name__, spills, ptx.count("bar.sync"), ptx.count("fma.rn.f32"))
+    launches.clear()
+
+
+shapes = [((31, 31), 1, 32), ((13, 13), 1, 32), ((13, 13), 1, 14), ((1, 129), 1, 160),
+          ((3, 51), 3, 160)]
+for fmt, tag in ((torch.contiguous_format, "nchw"), (torch.channels_last, "cl")):
+    for (kh, kw), dil, hw in shapes[: 1 if sys.argv[1] == "fast" else None]:
+        x = torch.empty(8, 384, hw, hw, device="meta", memory_format=fmt)
+        w = torch.empty(384, 1, kh, kw, device="meta")
+        pad = (dil * (kh - 1) // 2, dil * (kw - 1) // 2)
+        S.forward(x, w, None, pad, (dil, dil), (hw, hw), "gpu")
+        S.backward_weight(x, x, (kh, kw), pad, (dil, dil), "gpu")
+        compile_all(f"{tag}:{kh}x{kw}:d{dil}:{hw}")
+"""
+
+
+def _compile_for_h100(which: str) -> list[list[str]]:
+    pytest.importorskip("triton.backends.nvidia")
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    done = subprocess.run(
+        [sys.executable, "-c", _COMPILE_FOR_H100, which], env=env, capture_output=True, text=True
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    rows = [line.split() for line in done.stdout.splitlines() if re.match(r"(nchw|cl):", line)]
+    for tag, kernel, spills, barriers, fmas in rows:
+        assert int(spills) == 0, (tag, kernel)
+        assert int(fmas) > 0, (tag, kernel)
+        # a layout conversion in the forward's tap loop would cost >= 1 barrier per tap; the
+        # few found are the epilogue's (store layout)
+        if kernel == "_slide_forward_kernel":
+            assert int(barriers) < 16, (tag, kernel, barriers)
+    return rows
+
+
+def test_slide_kernels_compile_for_h100_without_spills():
+    """k = 31 on 32x32 maps, both layouts (the issue's example shape; 4 launches)."""
+    assert len(_compile_for_h100("fast")) == 4
+
+
+@pytest.mark.slow
+def test_slide_kernels_compile_for_h100_without_spills_at_the_limits():
+    """13x13 on 32x32 and 14x14, 1x129 (5 chunks), 3x51 at dilation 3; both layouts."""
+    assert len(_compile_for_h100("all")) == 2 * 2 * 5
+
+
+_SCENARIO_LABELS = r"""
+import sys
+sys.path.insert(0, "tools")
+import triton_sm90_scenarios as S
+for label, fn, flops in S.scenarios():
+    print(label, flops)
+"""
+
+
+def test_sm90_scenario_file_has_every_issue_label():
+    """tools/triton_sm90_scenarios.py (the sm_90 report's input) names every
+    {fp32|bf16}_{nchw|cl}_k{13|31}_{fwd|dgrad|wgrad} launch once, with 2 N C Ho Wo kh kw FLOPs."""
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    done = subprocess.run(
+        [sys.executable, "-c", _SCENARIO_LABELS], env=env, capture_output=True, text=True, cwd=root
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    flops = dict(line.split() for line in done.stdout.splitlines())
+    assert len(flops) == len(done.stdout.splitlines())  # labels are unique
+    for dtype in ("fp32", "bf16"):
+        for layout in ("nchw", "cl"):
+            for k in (13, 31):
+                for direction in ("fwd", "dgrad", "wgrad"):
+                    label = f"{dtype}_{layout}_k{k}_{direction}"
+                    assert int(flops[label]) == 2 * 64 * 384 * 32 * 32 * k * k, label
