@@ -320,3 +320,32 @@ def test_tc_every_candidate_config_compiles_for_h100():
         for w, k in ((32, 31), (32, 13), (28, 13))
     )
     _check_compiled(rows)
+
+
+# ----------------------------------------------------------------------------------------------
+# On a CUDA device (`pytest -m gpu`): both input paths at a realistic shape, against float64.
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("k", [13, 31])
+@pytest.mark.parametrize("channels_last", [False, True], ids=["nchw", "cl"])
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=str)
+def test_tc_gpu_both_input_paths_match_float64(monkeypatch, input_path, k, channels_last, dtype):
+    x, weight, b = _make(8, 64, 32, 32, (k, k), channels_last, True, dtype)
+    x, weight, b = x.cuda(), weight.cuda(), b.cuda()
+    grad = _randn(x.shape, dtype).cuda()
+    pad = (k // 2, k // 2)
+    y = triton_tc.forward(x, weight, b, pad, (1, 1), (32, 32))
+    grad_x = dwconv_triton.backward_input(grad, weight, (32, 32), pad, (1, 1))
+    grad_w = triton_tc.backward_weight(grad, x, (k, k), pad, (1, 1))
+    x64, w64, g64 = x.double(), weight.double(), grad.double()
+    y_ref = F.conv2d(x64, w64, b.double(), padding=pad, groups=64)
+    ref_x, ref_w, _ = torch.ops.aten.convolution_backward(
+        g64, x64, w64, None, [1, 1], list(pad), [1, 1], False, [0, 0], 64, [True, True, False]
+    )
+    tolerance = 1.6e-2 if dtype == torch.bfloat16 else 2e-3
+    for name, got, want in (("y", y, y_ref), ("grad_x", grad_x, ref_x), ("grad_w", grad_w, ref_w)):
+        error = (got.double() - want).abs().max().item()
+        assert error <= tolerance * want.abs().max().item(), f"{name}: {error:.3g}"
+    assert torch.equal(grad_w, triton_tc.backward_weight(grad, x, (k, k), pad, (1, 1)))
