@@ -10,6 +10,8 @@ all kh*kw taps counted) and the percentage of the device's FP32 CUDA-core peak.
 
     python tools/benchmark_ops.py                 # CPU (and GPU when present), default shapes
     python tools/benchmark_ops.py --quick         # fewer repetitions (used by `make demo`)
+    python tools/benchmark_ops.py --device cuda   # GPU only: bf16 and fp32 tables with TFLOP/s
+                                                  # for every variant -> benchmarks/ops_cuda.md
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import json
 import os
 import platform
 import random
+import re
 import statistics
 import sys
 import time
@@ -139,11 +142,18 @@ def benchmark_device(device, shape, dtype, reps, variants, kernels) -> list[dict
     return rows
 
 
+def _ours(variants) -> list[str]:
+    """The rows the ratios are taken for: the auto backend, or triton where auto is not timed."""
+    return [v for v in variants if v.endswith(":auto")] or [
+        v for v in variants if v.endswith(":triton")
+    ]
+
+
 def _format_row(row, variants) -> str:
     ms = row["ms"]
     best_torch = min(ms["nchw:F.conv2d"], ms["cl:F.conv2d"])
     cells = [row["kernel"], row["direction"]] + [f"{ms[v]:.2f}" for v in variants]
-    auto = min(ms[v] for v in variants if v.endswith(":auto"))
+    auto = min(ms[v] for v in _ours(variants))
     cells += [f"{ms['nchw:F.conv2d'] / auto:.2f}x", f"{best_torch / auto:.2f}x"]
     return "| " + " | ".join(cells) + " |"
 
@@ -155,10 +165,11 @@ def machine_description(device) -> str:
 
 
 def table(device, shape, dtype, rows, variants) -> str:
+    ours = _ours(variants)[0].partition(":")[2]
     head = (
         ["kernel", "dir"]
         + [f"{v} ms" for v in variants]
-        + ["auto vs NCHW F.conv2d", "auto vs best F.conv2d"]
+        + [f"{ours} vs NCHW F.conv2d", f"{ours} vs best F.conv2d"]
     )
     lines = [
         f"### {device.type.upper()}: {machine_description(device)}",
@@ -166,14 +177,25 @@ def table(device, shape, dtype, rows, variants) -> str:
         f"shape (N, C, H, W) = {tuple(shape)}, {str(dtype).replace('torch.', '')}, stride 1, "
         "'same' padding, bias; time per call = median over repetitions of ~10 ms blocks of "
         "back-to-back calls, the cases shuffled anew for each repetition; "
-        "speed-up = F.conv2d time / auto time "
-        "(auto = the faster of the auto rows, i.e. NCHW or channels_last input).",
+        f"speed-up = F.conv2d time / {ours} time "
+        f"({ours} = the faster of the {ours} rows, i.e. NCHW or channels_last input).",
         "",
         "| " + " | ".join(head) + " |",
         "|" + "---|" * len(head),
     ]
     lines += [_format_row(r, variants) for r in rows]
-    if device.type == "cuda":
+    if device.type == "cuda" and "nchw:auto" not in variants:  # --device cuda: every variant
+        lines += [
+            "",
+            "TFLOP/s (useful: 2 N C H W kh kw per direction, all taps counted)",
+            "",
+            "| kernel | dir | " + " | ".join(variants) + " |",
+            "|---|---|" + "---|" * len(variants),
+        ]
+        for r in rows:
+            cells = [f"{r['flops'] / r['ms'][v] / 1e9:.1f}" for v in variants]
+            lines.append(f"| {r['kernel']} | {r['direction']} | " + " | ".join(cells) + " |")
+    elif device.type == "cuda":
         name = torch.cuda.get_device_name(device)
         peak = next((v for k, v in FP32_PEAK_TFLOPS.items() if k in name), None)
         lines += [
@@ -189,8 +211,73 @@ def table(device, shape, dtype, rows, variants) -> str:
     return "\n".join(lines)
 
 
+CUDA_VARIANTS = ["nchw:F.conv2d", "cl:F.conv2d", "nchw:triton", "cl:triton"]
+
+
+def versions() -> str:
+    import triton  # noqa: PLC0415  (CUDA mode only; the CPU benchmark needs no triton)
+
+    cuda = torch.version.cuda or "none"
+    return (
+        f"torch {torch.__version__} (CUDA {cuda}, cuDNN {torch.backends.cudnn.version()}), "
+        f"triton {triton.__version__}, python {platform.python_version()}"
+    )
+
+
+def main_cuda(args) -> None:
+    """--device cuda: the GPU tables only, one per dtype, written to benchmarks/ops_cuda.md."""
+    if not torch.cuda.is_available():
+        sys.exit(
+            "benchmark_ops.py --device cuda: no CUDA device (torch.cuda.is_available() is False)"
+        )
+    gpu = torch.device("cuda")
+    kernels = [tuple(int(v) for v in k.split("x")) for k in args.kernels]
+    sections, record = [], {}
+    for name in args.gpu_dtypes:
+        dtype = getattr(torch, name)
+        print(f"CUDA {tuple(args.gpu_shape)} {name}, variants: {CUDA_VARIANTS}", flush=True)
+        rows = benchmark_device(gpu, args.gpu_shape, dtype, args.reps, CUDA_VARIANTS, kernels)
+        sections.append(table(gpu, args.gpu_shape, dtype, rows, CUDA_VARIANTS))
+        record[name] = dict(shape=args.gpu_shape, rows=rows)
+    header = [
+        "# ops.dwconv2d benchmark (CUDA)",
+        "",
+        f"- date: {datetime.datetime.now(datetime.UTC):%Y-%m-%d %H:%M} UTC; "
+        f"load average {load_average()}",
+        f"- device: {torch.cuda.get_device_name(gpu)}; {versions()}",
+        f"- command: `python tools/benchmark_ops.py {' '.join(sys.argv[1:])}`",
+        f"- {args.reps} repetitions per variant; triton = ops.dwconv2d(backend='triton'), "
+        "F.conv2d = PyTorch (cuDNN or its native depthwise kernel), both on the same tensors; "
+        f"torch.backends.cudnn.allow_tf32 = {torch.backends.cudnn.allow_tf32}",
+        "",
+        "",
+    ]
+    text = "\n".join(header) + "\n\n".join(sections) + "\n"
+    print("\n" + text)
+    out = Path(args.out)
+    out.mkdir(exist_ok=True)
+    (out / "ops_cuda.md").write_text(text)
+    (out / "ops_cuda.json").write_text(json.dumps(record, indent=1))
+    print(f"wrote {out / 'ops_cuda.md'}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument(
+        "--device",
+        default="auto",
+        choices=["auto", "cuda"],
+        help="auto: CPU table, plus a GPU table when CUDA is present (default); cuda: GPU only, "
+        "--gpu-dtypes tables with TFLOP/s of every variant (fails without CUDA)",
+    )
+    parser.add_argument(
+        "--gpu-dtypes", nargs="+", default=["bfloat16", "float32"],
+        choices=["float32", "float16", "bfloat16"], help="with --device cuda",
+    )  # fmt: skip
+    parser.add_argument(
+        "--kernels", nargs="+", default=[f"{kh}x{kw}" for kh, kw in KERNELS],
+        help="with --device cuda: kernel sizes as KHxKW",
+    )  # fmt: skip
     parser.add_argument("--cpu-shape", type=int, nargs=4, default=[2, 64, 56, 56])
     parser.add_argument("--gpu-shape", type=int, nargs=4, default=[64, 384, 32, 32])
     parser.add_argument(
@@ -201,6 +288,12 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=min(2, os.cpu_count() or 1))
     parser.add_argument("--out", default="benchmarks")
     args = parser.parse_args()
+    for k in args.kernels:
+        if not re.fullmatch(r"[1-9]\d*x[1-9]\d*", k):
+            parser.error(f"--kernels: expected KHxKW such as 31x31, got {k!r}")
+    if args.device == "cuda":
+        main_cuda(args)
+        return
     torch.set_num_threads(args.threads)
     reps = 3 if args.quick else args.reps
 
