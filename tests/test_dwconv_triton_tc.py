@@ -223,7 +223,7 @@ def test_tc_table_tiles_and_useful_fraction():
     assert (k31.img, k31.block_h, k31.block_n, k31.block_k, k31.shift) == (4, 32, 32, 64, 1)
     assert k31.block_m == 128 and k31.useful_fraction(31) == 31 / 64
     k13 = triton_tc.config("forward", 64, (32, 32), 13, 6, 1, 2)
-    assert (k13.block_n, k13.block_k, k13.shift) == (16, 32, 2)
+    assert (k13.img, k13.block_n, k13.block_k, k13.shift) == (8, 16, 32, 2)
     wg13 = triton_tc.config("weight_grad", 64, (32, 32), 13, 6, 1, 2)
     assert wg13.block_k == 64 and wg13.block_n == 32  # wgmma needs M_gemm = BLOCK_K >= 64
     assert triton_tc.config("forward", 8, (56, 56), 129, 64, 3, 2) is None  # band > 256
