@@ -14,6 +14,8 @@ output numel x kh x kw multiply-adds, like fvcore's own conv handle; counting ru
 
     python tools/benchmark_models.py                     # one model per family (default_models)
     python tools/benchmark_models.py unireplknet_a --runs 7 --threads 2
+    python tools/benchmark_models.py --device cuda       # GPU: inference and a training step
+                                                         # -> benchmarks/models_cuda.md
 """
 
 import argparse
@@ -253,10 +255,129 @@ def render(rows: list[dict], meta: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+# --device cuda: the zoo's large-kernel models next to timm's ConvNeXt-T and InceptionNeXt-T.
+CUDA_MODELS = ("unireplknet_t", "inceptionnext_tiny", "convnext_tiny", "inception_next_tiny")
+CUDA_DEVICE = "cuda"  # a module constant so that the CUDA path can be dry-run on a CPU
+
+
+def _cuda_time(fns: dict, warmup: int, runs: int) -> dict:
+    """Median seconds per call of each fn, runs interleaved across fns (CUDA-synchronised)."""
+    for fn in fns.values():
+        for _ in range(warmup):
+            fn()
+    torch.cuda.synchronize()
+    seconds = {name: [] for name in fns}
+    for _ in range(runs):
+        for name, fn in fns.items():
+            torch.cuda.synchronize()
+            t0 = time.perf_counter()
+            fn()
+            torch.cuda.synchronize()
+            seconds[name].append(time.perf_counter() - t0)
+    return {name: statistics.median(v) for name, v in seconds.items()}
+
+
+def _cuda_cases(name: str, args) -> tuple[dict, dict]:
+    """Inference (eval, no_grad; deploy form too where the model has one) and one training step
+    (forward, cross-entropy, backward, SGD step) of `name` under bf16 autocast."""
+    device = torch.device(CUDA_DEVICE)
+    fmt = torch.channels_last if args.channels_last else torch.contiguous_format
+    model = timm.create_model(name, **create_kwargs(name)).to(device, memory_format=fmt)
+    size = model.pretrained_cfg["input_size"]
+    info = dict(params=sum(p.numel() for p in model.parameters()), input=size)
+    x_eval = torch.randn(args.batch, *size, device=device).contiguous(memory_format=fmt)
+    x_train = torch.randn(args.train_batch, *size, device=device).contiguous(memory_format=fmt)
+    labels = torch.randint(0, model.num_classes, (args.train_batch,), device=device)
+    optimizer = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9)
+    autocast = lambda: torch.autocast(device.type, dtype=torch.bfloat16)  # noqa: E731
+
+    def train_step() -> None:
+        model.train()
+        with autocast():
+            loss = nn.functional.cross_entropy(model(x_train), labels)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+
+    def inference(m):
+        def run() -> None:
+            with torch.no_grad(), autocast():
+                m(x_eval)
+
+        return run
+
+    cases = {f"{name}:train": train_step, f"{name}:infer": inference(model.eval())}
+    if has_deploy_form(model):
+        deploy = zoo.reparameterize(copy.deepcopy(model).eval())
+        cases[f"{name}:infer-deploy"] = inference(deploy)
+    return cases, info
+
+
+def main_cuda(args) -> None:
+    if not torch.cuda.is_available():
+        sys.exit(
+            "benchmark_models.py --device cuda: no CUDA device (torch.cuda.is_available() is False)"
+        )
+    import triton  # noqa: PLC0415  (versions for the record; CUDA mode only)
+
+    names = args.models or list(CUDA_MODELS)
+    cases, info = {}, {}
+    for name in names:
+        print(f"{name} ...", flush=True)
+        model_cases, info[name] = _cuda_cases(name, args)
+        cases.update(model_cases)
+    seconds = _cuda_time(cases, args.warmup, args.runs)
+    batch = {"train": args.train_batch, "infer": args.batch, "infer-deploy": args.batch}
+    img_s = {k: batch[k.partition(":")[2]] / v for k, v in seconds.items()}
+    base = "convnext_tiny" if "convnext_tiny" in names else names[0]
+    lines = [
+        "# Model benchmark (CUDA)",
+        "",
+        f"- date: {datetime.datetime.now(datetime.UTC):%Y-%m-%d %H:%M} UTC",
+        f"- device: {torch.cuda.get_device_name()}; torch {torch.__version__} "
+        f"(CUDA {torch.version.cuda}), triton {triton.__version__}, timm {timm.__version__}, "
+        f"python {platform.python_version()}",
+        f"- bf16 autocast, {'channels_last' if args.channels_last else 'NCHW'} input; inference: "
+        f"eval, no_grad, batch {args.batch}; training step: forward + cross-entropy + backward "
+        f"+ SGD step, batch {args.train_batch}; {args.warmup} warm-up calls (Triton compiles "
+        f"there), median of {args.runs} interleaved calls",
+        "- dwconv backend: auto (Triton on CUDA) for the zoo models; timm's models use F.conv2d",
+        f"- command: `python tools/benchmark_models.py {' '.join(sys.argv[1:])}`",
+        "",
+        f"| model | params | train img/s | infer img/s | infer img/s (deploy form) "
+        f"| train vs {base} | infer vs {base} |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for name in names:
+        deploy = img_s.get(f"{name}:infer-deploy")
+        lines.append(
+            f"| {name} | {info[name]['params'] / 1e6:.1f} M | {img_s[f'{name}:train']:.0f} "
+            f"| {img_s[f'{name}:infer']:.0f} | {'-' if deploy is None else f'{deploy:.0f}'} "
+            f"| {img_s[f'{name}:train'] / img_s[f'{base}:train']:.2f}x "
+            f"| {max(img_s[f'{name}:infer'], deploy or 0) / img_s[f'{base}:infer']:.2f}x |"
+        )
+    text = "\n".join(lines) + "\n"
+    print("\n" + text)
+    out = Path(args.out)
+    out.mkdir(exist_ok=True)
+    (out / "models_cuda.md").write_text(text)
+    (out / "models_cuda.json").write_text(json.dumps(dict(img_s=img_s, info=info), indent=1))
+    print(f"wrote {out / 'models_cuda.md'} and .json")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("models", nargs="*", help="timm names (default: one per zoo family)")
-    parser.add_argument("--batch", type=int, default=8)
+    parser.add_argument(
+        "--device", default="cpu", choices=["cpu", "cuda"],
+        help="cpu: the CPU table (default); cuda: inference and training-step img/s on the GPU, "
+        f"default models {', '.join(CUDA_MODELS)} (fails without CUDA)",
+    )  # fmt: skip
+    parser.add_argument("--train-batch", type=int, default=64, help="with --device cuda")
+    parser.add_argument(
+        "--nchw", dest="channels_last", action="store_false", help="with --device cuda"
+    )
+    parser.add_argument("--batch", type=int, default=None, help="8 on the CPU, 128 with CUDA")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--runs", type=int, default=7)
@@ -265,6 +386,11 @@ def main() -> None:
     unknown = [m for m in args.models if not timm.is_model(m)]
     if unknown:
         parser.error(f"unknown model(s) {unknown}")
+    if args.batch is None:
+        args.batch = 128 if args.device == "cuda" else 8
+    if args.device == "cuda":
+        main_cuda(args)
+        return
     models = {m: create_kwargs(m) for m in args.models or default_models()}
     torch.set_num_threads(args.threads)
 
