@@ -1,0 +1,85 @@
+"""Helpers of the mm tests: tiny ADE20K / COCO folders and running tools/ like a user."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def run_tool(tool: str, *args: str, timeout: int = 900) -> subprocess.CompletedProcess:
+    """tools/<tool> in a fresh interpreter (as a user runs it), one thread, output captured."""
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONWARNINGS="ignore")
+    return subprocess.run(
+        [sys.executable, str(REPO / "tools" / tool), *args],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+def make_ade20k(root: Path, n_train: int = 2, n_val: int = 2, size=(96, 128)) -> Path:
+    """A tiny ADE20K-layout folder: images/{training,validation}/*.jpg and
+    annotations/{training,validation}/*.png (labels 0..150, 0 = other) with blocky classes."""
+    rng = np.random.default_rng(0)
+    h, w = size
+    for split, count in (("training", n_train), ("validation", n_val)):
+        (root / "images" / split).mkdir(parents=True, exist_ok=True)
+        (root / "annotations" / split).mkdir(parents=True, exist_ok=True)
+        for i in range(count):
+            label = np.zeros((h, w), np.uint8)
+            for _ in range(4):
+                y, x = rng.integers(0, h - 16), rng.integers(0, w - 16)
+                label[y : y + 32, x : x + 32] = rng.integers(1, 151)
+            image = rng.integers(0, 255, (h, w, 3), dtype=np.uint8)
+            image[label > 0] //= 2
+            name = f"ADE_{split[:5]}_{i:08d}"
+            Image.fromarray(image).save(root / "images" / split / f"{name}.jpg")
+            Image.fromarray(label).save(root / "annotations" / split / f"{name}.png")
+    return root
+
+
+def make_coco(root: Path, n_train: int = 2, n_val: int = 2, size=(96, 128)) -> Path:
+    """A tiny COCO-layout folder: {train,val}2017/*.jpg and annotations/instances_*.json with
+    two boxes + polygon masks (COCO categories person and car) per image."""
+    rng = np.random.default_rng(1)
+    h, w = size
+    (root / "annotations").mkdir(parents=True, exist_ok=True)
+    categories = [{"id": 1, "name": "person"}, {"id": 3, "name": "car"}]
+    for split, count in (("train2017", n_train), ("val2017", n_val)):
+        (root / split).mkdir(parents=True, exist_ok=True)
+        images, annotations = [], []
+        for i in range(count):
+            image = rng.integers(0, 255, (h, w, 3), dtype=np.uint8)
+            image_id = i + 1
+            for j, category in enumerate((1, 3)):
+                x, y = int(rng.integers(0, w - 48)), int(rng.integers(0, h - 48))
+                bw, bh = 40, 36
+                image[y : y + bh, x : x + bw] = 60 + 120 * j
+                polygon = [x, y, x + bw, y, x + bw, y + bh, x, y + bh]
+                annotations.append(
+                    {
+                        "id": len(annotations) + 1,
+                        "image_id": image_id,
+                        "category_id": category,
+                        "bbox": [x, y, bw, bh],
+                        "area": bw * bh,
+                        "segmentation": [polygon],
+                        "iscrowd": 0,
+                    }
+                )
+            file_name = f"{image_id:012d}.jpg"
+            Image.fromarray(image).save(root / split / file_name)
+            images.append({"id": image_id, "file_name": file_name, "height": h, "width": w})
+        with open(root / "annotations" / f"instances_{split}.json", "w") as f:
+            json.dump({"images": images, "annotations": annotations, "categories": categories}, f)
+    return root
