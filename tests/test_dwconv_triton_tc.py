@@ -12,11 +12,9 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import os
-import subprocess
-import sys
 
 import pytest
+import sm90_compile
 import torch
 import torch.nn.functional as F
 
@@ -239,33 +237,9 @@ def test_tc_table_tiles_and_useful_fraction():
 # launchers called on meta tensors (nothing runs): descriptors must become TMA loads
 # (cp.async.bulk.tensor) and the dots wgmma.
 _COMPILE_FOR_H100 = r"""
-import sys
-import torch, triton
-from triton.backends.compiler import GPUTarget
-from triton.backends.nvidia.compiler import CUDABackend
-from triton.compiler import ASTSource
-from triton.runtime import jit
-from triton.runtime.jit import create_function_from_signature
 from ops.dwconv import triton_tc as TC
 
 assert not TC._INTERPRETED
-target = GPUTarget("cuda", 90, 32)
-backend = CUDABackend(target)
-launches = []
-jit.JITFunction.run = lambda fn, *args, grid, warmup, **kw: launches.append((fn, args, kw))
-
-
-def compile_all(tag):
-    for fn, args, kw in launches:
-        binder = create_function_from_signature(fn.signature, fn.params, backend)
-        kw = dict(kw, debug=False, instrumentation_mode="")
-        bound, spec, opts = binder(*args, **kw)
-        options, sig, consts, attrs = fn._pack_args(backend, kw, bound, spec, opts)
-        k = triton.compile(ASTSource(fn, sig, consts, attrs), target=target,
-                           options=options.__dict__)
-        ptx = k.asm["ptx"]
-        print(tag, fn.__name__, ptx.count("wgmma.mma_async"), ptx.count("cp.async.bulk.tensor.4d"))
-    launches.clear()
 
 
 def meta(shape, fmt=torch.contiguous_format):
@@ -283,18 +257,15 @@ for shape, k in cases:
         TC.FORCE_CANDIDATE = i if which == "all" else None
         TC.forward(x, wt, None, (k // 2, k // 2), (1, 1), (h, w))
         TC.backward_weight(x, x, (k, k), (k // 2, k // 2), (1, 1))
-        compile_all(f"{w}:{k}:{i}")
+        for name, kernel in compiled():
+            ptx = kernel.asm["ptx"]
+            tma = ptx.count("cp.async.bulk.tensor.4d")
+            print(f"{w}:{k}:{i}", name, ptx.count("wgmma.mma_async"), tma)
 """
 
 
 def _compile_for_h100(which: str) -> list[list[str]]:
-    pytest.importorskip("triton.backends.nvidia")
-    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
-    done = subprocess.run(
-        [sys.executable, "-c", _COMPILE_FOR_H100, which], env=env, capture_output=True, text=True
-    )
-    assert done.returncode == 0, done.stderr[-3000:]
-    return [line.split() for line in done.stdout.splitlines() if line]
+    return sm90_compile.run(_COMPILE_FOR_H100, which)
 
 
 def _check_compiled(rows):
