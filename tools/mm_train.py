@@ -20,21 +20,13 @@ import sys
 sys.path.insert(0, osp.dirname(osp.dirname(osp.abspath(__file__))))  # the repo root, for zoo
 
 
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+def base_parser(description: str) -> argparse.ArgumentParser:
+    """The options mm's train.py and test.py share (tools/mm_test.py uses them too)."""
     from mmengine.config import DictAction
 
-    parser = argparse.ArgumentParser(description="Train a segmentor or detector (OpenMMLab)")
-    parser.add_argument("config", help="train config file path")
-    parser.add_argument("--work-dir", help="the dir to save logs and models")
-    parser.add_argument(
-        "--resume",
-        action="store_true",
-        default=False,
-        help="resume from the latest checkpoint in the work_dir automatically",
-    )
-    parser.add_argument(
-        "--amp", action="store_true", default=False, help="enable automatic-mixed-precision"
-    )
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("config", help="config file path")
+    parser.add_argument("--work-dir", help="the dir to save logs, models and metrics")
     parser.add_argument(
         "--cfg-options",
         nargs="+",
@@ -48,15 +40,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="job launcher",
     )
     parser.add_argument("--local_rank", "--local-rank", type=int, default=0)
-    args = parser.parse_args(argv)
-    if "LOCAL_RANK" not in os.environ:
-        os.environ["LOCAL_RANK"] = str(args.local_rank)
-    return args
+    return parser
 
 
-def build_cfg(args: argparse.Namespace):
+def load_config(args: argparse.Namespace):
+    """The config with the zoo registered, --cfg-options merged and the work_dir resolved."""
     from mmengine.config import Config
 
+    import zoo.integrations.mm  # noqa: F401  (registers the backbones before the config builds)
+
+    if "LOCAL_RANK" not in os.environ:
+        os.environ["LOCAL_RANK"] = str(args.local_rank)
     cfg = Config.fromfile(args.config)
     cfg.launcher = args.launcher
     if args.cfg_options is not None:
@@ -65,33 +59,51 @@ def build_cfg(args: argparse.Namespace):
         cfg.work_dir = args.work_dir
     elif cfg.get("work_dir", None) is None:
         cfg.work_dir = osp.join("./work_dirs", osp.splitext(osp.basename(args.config))[0])
+    return cfg
+
+
+def build_runner(cfg, loaders: list[str], pretrained: bool):
+    """The Runner, after checking the data folders (and the ImageNet checkpoint); None after
+    printing the error when one is missing."""
+    from mmengine.registry import RUNNERS
+    from mmengine.runner import Runner
+
+    from zoo.errors import ConfigError
+    from zoo.integrations.mm import check_config_paths
+
+    try:
+        check_config_paths(cfg, loaders, pretrained=pretrained)
+    except ConfigError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return None
+    return Runner.from_cfg(cfg) if "runner_type" not in cfg else RUNNERS.build(cfg)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = base_parser("Train a segmentor or detector (OpenMMLab)")
+    parser.add_argument(
+        "--resume",
+        action="store_true",
+        default=False,
+        help="resume from the latest checkpoint in the work_dir automatically",
+    )
+    parser.add_argument(
+        "--amp", action="store_true", default=False, help="enable automatic-mixed-precision"
+    )
+    args = parser.parse_args(argv)
+    cfg = load_config(args)
     if args.amp:
-        optim_wrapper = cfg.optim_wrapper.get("type", "OptimWrapper")
-        if optim_wrapper == "AmpOptimWrapper":
+        if cfg.optim_wrapper.get("type", "OptimWrapper") == "AmpOptimWrapper":
             print("AMP training is already enabled in your config.")
         else:
             cfg.optim_wrapper.type = "AmpOptimWrapper"
             cfg.optim_wrapper.loss_scale = "dynamic"
     if args.resume:
         cfg.resume = True
-    return cfg
-
-
-def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
-    from mmengine.registry import RUNNERS
-    from mmengine.runner import Runner
-
-    import zoo.integrations.mm as zoo_mm  # registers the backbones before the config builds
-
-    cfg = build_cfg(args)
     loaders = ["train_dataloader"] + (["val_dataloader"] if cfg.get("val_cfg") else [])
-    try:
-        zoo_mm.check_config_paths(cfg, loaders, pretrained=not cfg.get("load_from"))
-    except zoo_mm.ConfigError as err:
-        print(f"error: {err}", file=sys.stderr)
+    runner = build_runner(cfg, loaders, pretrained=not cfg.get("load_from"))
+    if runner is None:
         return 2
-    runner = Runner.from_cfg(cfg) if "runner_type" not in cfg else RUNNERS.build(cfg)
     runner.train()
     return 0
 

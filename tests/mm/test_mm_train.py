@@ -57,7 +57,7 @@ val_dataloader = dict(
     dataset=dict(data_root=data_root, pipeline=test_pipeline))
 test_dataloader = val_dataloader
 train_cfg = dict(max_iters=2, val_interval=2)
-default_hooks = dict(logger=dict(interval=1), checkpoint=dict(interval=1))
+default_hooks = dict(logger=dict(interval=1), checkpoint=dict(interval=1, max_keep_ckpts=2))
 """
     path = tmp / f"tiny_{base.name}"
     path.write_text(text)

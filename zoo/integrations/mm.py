@@ -33,6 +33,7 @@ zoo.integrations.mm` registers the zoo's backbones and the layer-wise lr decay c
 from __future__ import annotations
 
 import inspect
+import os
 import pickle
 import re
 from collections.abc import Sequence
@@ -119,7 +120,9 @@ def load_local_checkpoint(filename: str, map_location: Any = None) -> Any:
     else (which would need code to run).
     """
     return read_checkpoint(
-        filename, safe_globals=MM_SAFE_GLOBALS, map_location=map_location or "cpu"
+        os.path.expanduser(filename),
+        safe_globals=MM_SAFE_GLOBALS,
+        map_location=map_location or "cpu",
     )
 
 
@@ -172,7 +175,6 @@ class _StageBackbone(BaseModule):
     norm_eval: keep the BatchNorms of the network in eval mode while training.
     """
 
-    _family = ""
     # checkpoint keys of the classifier (head, final norm) that a backbone drops
     _classifier_prefixes: tuple[str, ...] = ("head.",)
 
@@ -416,8 +418,6 @@ class UniRepLKNetBackbone(_StageBackbone):
     Args (mm conventions): out_indices (subset of 0..3), frozen_stages, norm_eval.
     """
 
-    _family = "UniRepLKNet"
-
     def __init__(
         self,
         depths: Sequence[int] = (3, 3, 27, 3),
@@ -509,8 +509,6 @@ class InceptionNeXtBackbone(_StageBackbone):
         branch_ratio (the zoo's InceptionNeXt), deploy, with_cp, init_cfg, out_indices,
         frozen_stages, norm_eval. The default is InceptionNeXt-T.
     """
-
-    _family = "InceptionNeXt"
 
     def __init__(
         self,
@@ -700,8 +698,7 @@ def check_config_paths(cfg: Any, loaders: Sequence[str], pretrained: bool = True
     """Raise `ConfigError` naming the first missing dataset folder or annotation file of the
     given dataloaders ('train_dataloader', ...) with the layout that dataset type expects, and
     (pretrained=True) a missing `init_cfg` checkpoint of the backbone."""
-    import os.path as osp
-
+    osp = os.path
     for loader in loaders:
         for ds in _datasets(cfg.get(loader)):
             root = ds.get("data_root") or ""

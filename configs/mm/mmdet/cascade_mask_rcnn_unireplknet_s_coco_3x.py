@@ -1,7 +1,8 @@
 # Cascade Mask R-CNN + FPN + UniRepLKNet-S (ImageNet-1K) on COCO, 3x schedule with multi-scale
-# training: the official config (detection/configs/coco/casc_mask_rcnn_unireplknet_s_in1k_fpn_
-# 3x_coco.py; the README reports box AP 53.0 / mask AP 45.9) on mmdet 3.x. The three cascade box heads are
-# 4 shared convs + 1 fc with SyncBN and a GIoU loss (weight 10) on decoded boxes.
+# training: the official config (AILab-CVC/UniRepLKNet detection/configs/coco/
+# casc_mask_rcnn_unireplknet_s_in1k_fpn_3x_coco.py; its README reports box AP 53.0 / mask AP
+# 45.9) on mmdet 3.x. The three cascade box heads are 4 shared convs + 1 fc with SyncBN and a
+# GIoU loss (weight 10) on decoded boxes.
 _base_ = [
     'mmdet::_base_/models/cascade-mask-rcnn_r50_fpn.py',
     './_base_/unireplknet_s_coco_3x.py',

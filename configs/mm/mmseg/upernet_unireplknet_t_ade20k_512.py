@@ -1,10 +1,10 @@
 # UperNet + UniRepLKNet-T on ADE20K, 512x512 crops, 160k iterations, 8 GPUs x 2 images.
 # The official recipe (AILab-CVC/UniRepLKNet segmentation/configs/ade20k/
-# upernet_unireplknet_t_512_160k_ade20k.py, written for mmseg 0.27; README: 48.6 mIoU single-scale)
-# on mmseg 1.x:
-# AdamW lr 1e-4, betas (0.9, 0.999), weight decay 0.05, layer-wise lr decay (rate 1.0 over 9
-# layers for T), linear warmup over 1500 iterations from 1e-6, then poly (power 1) to 0;
-# drop_path 0.2; validation/test resize to (2048, 512) keeping the ratio, then to a multiple of 32.
+# upernet_unireplknet_t_512_160k_ade20k.py, written for mmseg 0.27; its README reports 48.6 mIoU
+# single-scale) on mmseg 1.x: AdamW lr 1e-4, betas (0.9, 0.999), weight decay 0.05, layer-wise
+# lr decay (rate 1.0 over 9 layers for T), linear warmup over 1500 iterations from 1e-6, then
+# poly (power 1) to 0; drop_path 0.2; validation/test resize to (2048, 512) keeping the ratio,
+# then to a multiple of 32.
 # Train: python tools/mm_train.py configs/mm/mmseg/upernet_unireplknet_t_ade20k_512.py
 # (the ImageNet checkpoint below is read from checkpoints/; ADE20K from data/ade/).
 _base_ = [
