@@ -27,6 +27,7 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 from torch import Tensor
+from torch.fx._symbolic_trace import is_fx_symbolic_tracing
 
 __all__ = ["ReversibleColumn", "clamp_abs_"]
 
@@ -182,7 +183,9 @@ class ReversibleColumn(nn.Module):
             raise ValueError(f"{type(self).__name__} has {k} levels: got {len(prev)} states")
         for i in range(k):
             clamp_abs_(self.alpha(i), 1e-3)
-        if self.save_memory and torch.is_grad_enabled():
+        # tracers (jit for fvcore, fx) record the plain path: the same math, visible ops
+        tracing = torch.jit.is_tracing() or is_fx_symbolic_tracing()
+        if self.save_memory and torch.is_grad_enabled() and not tracing:
             params = tuple(self.parameters())
             return list(_ReversibleColumnFn.apply(self, x, *prev, *sides, *params))
         return self._run(x, list(prev), sides)
