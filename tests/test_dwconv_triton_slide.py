@@ -283,3 +283,16 @@ def test_sm90_scenario_file_has_every_issue_label():
                 for direction in ("fwd", "dgrad", "wgrad"):
                     label = f"{dtype}_{layout}_k{k}_{direction}"
                     assert int(flops[label]) == 2 * 64 * 384 * 32 * 32 * k * k, label
+
+
+def test_slide_candidate_lists_start_with_the_table_entry():
+    """The table stays the default: each candidate list (what a GPU run may pick from, every
+    entry compiled by the sm_90 report) starts with the table's entry for 32-wide maps."""
+    for layout in ("nchw", "cl"):
+        assert (
+            triton_slide.FORWARD_CANDIDATES[layout][0] == triton_slide.FORWARD_TABLE[(layout, 32)]
+        )
+        wgrad = triton_slide.WEIGHT_GRAD_CANDIDATES[layout]
+        assert wgrad[0] == triton_slide.WEIGHT_GRAD_TABLE[(layout, 32)]
+        for th, tw, bc, warps in triton_slide.FORWARD_CANDIDATES[layout] + wgrad:
+            assert all(v & (v - 1) == 0 for v in (th * tw, bc, warps))  # powers of two

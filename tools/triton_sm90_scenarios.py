@@ -17,6 +17,10 @@ Labels:
 - `incnext_t_s1_{fp32|bf16}_cl_{1x11|11x1}_{fwd|dgrad|wgrad}`: InceptionNeXt-T's band convs in
   stage 1: 12 of 96 channels (a channel slice of a channels_last tensor, as the model passes
   it) at 56x56, batch 64.
+- `cand_fp32_{nchw|cl}_k31_{fwd|wgrad}_{TH}x{TW}c{BC}w{WARPS}`: the fp32 sliding kernels'
+  alternative launch configurations (ops/dwconv/triton_slide.py FORWARD_CANDIDATES /
+  WEIGHT_GRAD_CANDIDATES, the table's entry excluded: it is the plain label) at the example
+  shape, so that every configuration a GPU run may pick is compiled.
 
 The third item of each scenario is the useful work of the call, 2 N C Ho Wo kh kw FLOPs (the
 same for all three directions at stride 1; taps that only read padding count as useful, as they
@@ -30,6 +34,7 @@ from functools import partial
 import torch
 
 from ops.dwconv import triton as T
+from ops.dwconv import triton_slide
 from ops.dwconv import triton_tc as TC
 
 # The launchers pick interpreter-sized tiles when TRITON_INTERPRET was set at import (the tool
@@ -115,3 +120,31 @@ def scenarios():
         x_w, x_h = full[:, 72:84], full[:, 84:96]  # the model's split (60, 12, 12, 12)
         yield from _calls(f"incnext_t_s1_{dname}_cl_1x11", x_w, (1, 11), (0, 5))
         yield from _calls(f"incnext_t_s1_{dname}_cl_11x1", x_h, (11, 1), (5, 0))
+
+    # The fp32 sliding kernels' alternative configurations (k = 31, example shape).
+    def forced(config, fn):
+        def run():
+            triton_slide.FORCE_CONFIG = config
+            try:
+                fn()
+            finally:
+                triton_slide.FORCE_CONFIG = None
+
+        return run
+
+    for lname, fmt in LAYOUTS.items():
+        x = _input((64, 384, 32, 32), torch.float32, fmt)
+        wt = torch.empty(384, 1, 31, 31, device="meta")
+        flops = _flops(64, 384, 32, 32, 31, 31)
+        for direction, table in (
+            ("fwd", triton_slide.FORWARD_CANDIDATES),
+            ("wgrad", triton_slide.WEIGHT_GRAD_CANDIDATES),
+        ):
+            for config in table[lname][1:]:
+                th, tw, bc, warps = config
+                if direction == "fwd":
+                    fn = lambda x=x, wt=wt: T.forward(x, wt, None, (15, 15), (1, 1))  # noqa: E731
+                else:
+                    fn = lambda x=x: T.backward_weight(x, x, (31, 31), (15, 15), (1, 1))  # noqa: E731
+                label = f"cand_fp32_{lname}_k31_{direction}_{th}x{tw}c{bc}w{warps}"
+                yield label, forced(config, fn), flops

@@ -144,16 +144,18 @@ def _slide_weight_grad_kernel(
     tap_in = chunk * TAP_W + tl.minimum(t, TAP_W - 1)  # lanes past the chunk re-read its last
 
     # x at tap (row, tap) for output (oh, ow): xp[oh + row dh, ow + tap dw]; pixels past the
-    # output read zeros or real input, and grad_out is masked to zero there.
-    x_pix = (p_h * sxh + p_w * sxw)[:, None, None]
-    x_off = x_pix + (c * sxc)[None, :, None] + (tap_in * DIL_W * sxw)[None, None, :]
+    # output read zeros or real input, and grad_out is masked to zero there. Tensors are
+    # [taps, pixels, channels]: Triton spreads the lanes over channels (channels_last) or
+    # pixels (NCHW) and, taps coming last, leaves each thread all the taps of its elements, so
+    # one grad_out value feeds BLOCK_T FMAs.
+    x_off = (
+        (tap_in * DIL_W * sxw)[:, None, None]
+        + (p_h * sxh + p_w * sxw)[None, :, None]
+        + (c * sxc)[None, None, :]
+    )
     x_row = x_ptr + row * dil_h * sxh + x_off
-    # grad_out read through [pixels, channels, taps] pointers (the same for every tap), so that
-    # its load has the accumulator's layout (no conversion per tile); duplicates are merged.
-    dy_off = (p_h * sdh + p_w * sdw)[:, None, None] + (c * sdc)[None, :, None]
-    if BLOCK_C > 1:
-        dy_off += (t * 0)[None, None, :]
-    acc = tl.zeros((TILE_H * TILE_W, BLOCK_C, BLOCK_T), dtype=ACC)
+    dy_off = (p_h * sdh + p_w * sdw)[None, :, None] + (c * sdc)[None, None, :]  # [1, P, C]
+    acc = tl.zeros((BLOCK_T, TILE_H * TILE_W, BLOCK_C), dtype=ACC)
     for n in range(split, N, SPLITS):
         x_img = x_row + tl.cast(n, tl.int64) * sxn
         dy_img = dy_ptr + tl.cast(n, tl.int64) * sdn + dy_off
@@ -162,18 +164,16 @@ def _slide_weight_grad_kernel(
             for ow0 in range(0, WO, TILE_W):
                 ok = p_ok & ((ow0 + p_w) < WO)
                 dy = tl.load(
-                    dy_img + (oh0 * sdh + ow0 * sdw),
-                    mask=ok[:, None, None],
-                    other=0.0,
+                    dy_img + (oh0 * sdh + ow0 * sdw), mask=ok[None, :, None], other=0.0
                 ).to(ACC)
                 xv = tl.load(x_img + (oh0 * sxh + ow0 * sxw)).to(ACC)
                 acc += xv * dy
 
-    partial = tl.sum(acc, axis=0)  # [BLOCK_C, BLOCK_T]
+    partial = tl.sum(acc, axis=1)  # [BLOCK_T, BLOCK_C]
     tl.store(
-        ws_ptr + split * sws + (c * swc)[:, None] + (row * swh + tap * sww)[None, :],
+        ws_ptr + split * sws + (row * swh + tap * sww)[:, None] + (c * swc)[None, :],
         partial,
-        mask=(t < TAP_W)[None, :],
+        mask=(t < TAP_W)[:, None],
     )
 
 
@@ -231,11 +231,25 @@ WEIGHT_GRAD_TABLE = {
     ("nchw", 32): (4, 32, 1, 4),
     ("nchw", 16): (8, 16, 1, 4),
     ("nchw", 8): (8, 8, 1, 2),
-    ("cl", 64): (2, 8, 32, 4),
-    ("cl", 32): (2, 8, 32, 4),
-    ("cl", 16): (2, 8, 32, 4),
-    ("cl", 8): (2, 8, 32, 4),
+    ("cl", 64): (4, 8, 32, 8),
+    ("cl", 32): (4, 8, 32, 8),
+    ("cl", 16): (4, 8, 32, 8),
+    ("cl", 8): (4, 8, 32, 8),
 }
+
+
+# Alternatives a GPU run may pick from (the table's entry first); the sm_90 report compiles every
+# one (tools/triton_sm90_scenarios.py, labels "cand_..."). FORCE_CONFIG = (tile_h, tile_w,
+# block_c, num_warps) overrides the table for every launch (block_c still capped to divide C).
+FORWARD_CANDIDATES = {
+    "nchw": [(32, 32, 1, 2), (16, 32, 1, 1), (32, 32, 1, 4), (32, 32, 1, 1)],
+    "cl": [(8, 8, 64, 2), (4, 8, 64, 2), (8, 8, 32, 1), (4, 16, 64, 4)],
+}
+WEIGHT_GRAD_CANDIDATES = {
+    "nchw": [(4, 32, 1, 4), (8, 32, 1, 8), (8, 16, 1, 4)],
+    "cl": [(4, 8, 32, 8), (4, 8, 64, 8), (2, 8, 64, 8)],
+}
+FORCE_CONFIG: tuple[int, int, int, int] | None = None
 
 
 def _width_class(wo: int) -> int:
@@ -261,7 +275,7 @@ def forward_tiles(out_hw, channels: int, taps_w: int, channels_last: bool, tunin
     if tuning == "interpreter":
         return _interpreter_tiles(out_hw, channels, taps_w, False)
     key = ("cl" if channels_last else "nchw", _width_class(out_hw[1]))
-    tile_h, tile_w, block_c, warps = FORWARD_TABLE[key]
+    tile_h, tile_w, block_c, warps = FORCE_CONFIG or FORWARD_TABLE[key]
     return SlideTiles(
         tile_h, tile_w, _channel_block(channels, block_c), tap_chunks(taps_w)[1], warps
     )
@@ -271,7 +285,7 @@ def weight_grad_tiles(out_hw, channels: int, taps_w: int, channels_last: bool, t
     if tuning == "interpreter":
         return _interpreter_tiles(out_hw, channels, taps_w, True)
     key = ("cl" if channels_last else "nchw", _width_class(out_hw[1]))
-    tile_h, tile_w, block_c, warps = WEIGHT_GRAD_TABLE[key]
+    tile_h, tile_w, block_c, warps = FORCE_CONFIG or WEIGHT_GRAD_TABLE[key]
     block_c = _channel_block(channels, block_c)
     # taps per chunk: up to 8, so the accumulator stays [pixels, channels, <= 8]
     return SlideTiles(tile_h, tile_w, block_c, tap_chunks(taps_w, 8)[1], warps)
