@@ -65,6 +65,23 @@ except ImportError:  # no triton: the backend reports itself unavailable before 
 
 
 @_jit
+def _box(plane, img, rows, cols, N, H, W, sn, sh, sw):
+    """The pointer-load form of a descriptor's input box: [IMG, ROWS, COLS] of one channel's
+    planes (`plane` points at image 0), zero outside the map, as [IMG x ROWS, COLS]."""
+    box = tl.load(
+        plane
+        + (img.to(tl.int64) * sn)[:, None, None]
+        + (rows * sh)[None, :, None]
+        + (cols * sw)[None, None, :],
+        mask=(img < N)[:, None, None]
+        & ((rows >= 0) & (rows < H))[None, :, None]
+        & ((cols >= 0) & (cols < W))[None, None, :],
+        other=0.0,
+    )
+    return box.reshape(img.shape[0] * rows.shape[0], cols.shape[0])
+
+
+@_jit
 def _tc_forward_kernel(
     x_ptr, x_desc, t_desc, b_ptr, y_ptr,
     N, H, W, HO, WO, KH,
@@ -99,17 +116,7 @@ def _tc_forward_kernel(
         if TMA:
             xi = x_desc.load([n0, c, ih0, col0]).reshape(IMG * BLOCK_H, BLOCK_K)
         else:
-            ih = ih0 + rows
-            xi = tl.load(
-                x_chan
-                + (img.to(tl.int64) * sxn)[:, None, None]
-                + (ih * sxh)[None, :, None]
-                + (cols * sxw)[None, None, :],
-                mask=(img < N)[:, None, None]
-                & ((ih >= 0) & (ih < H))[None, :, None]
-                & ((cols >= 0) & (cols < W))[None, None, :],
-                other=0.0,
-            ).reshape(IMG * BLOCK_H, BLOCK_K)
+            xi = _box(x_chan, img, ih0 + rows, cols, N, H, W, sxn, sxh, sxw)
         ti = t_desc.load([(c * KH + i) * BLOCK_K, 0])
         acc = tl.dot(xi.to(DOT), ti.to(DOT), acc, input_precision="ieee")
 
@@ -163,30 +170,8 @@ def _tc_weight_grad_kernel(
                     dyi = dy_desc.load([n0, c, r0, ow0]).reshape(IMG * BLOCK_H, BLOCK_N)
                 else:
                     img = n0 + img0
-                    ih = ih0 + rows
-                    cols = col0 + k
-                    xi = tl.load(
-                        x_chan
-                        + (img.to(tl.int64) * sxn)[:, None, None]
-                        + (ih * sxh)[None, :, None]
-                        + (cols * sxw)[None, None, :],
-                        mask=(img < N)[:, None, None]
-                        & ((ih >= 0) & (ih < H))[None, :, None]
-                        & ((cols >= 0) & (cols < W))[None, None, :],
-                        other=0.0,
-                    ).reshape(IMG * BLOCK_H, BLOCK_K)
-                    oh = r0 + rows
-                    ow = ow0 + q
-                    dyi = tl.load(
-                        dy_chan
-                        + (img.to(tl.int64) * sdn)[:, None, None]
-                        + (oh * sdh)[None, :, None]
-                        + (ow * sdw)[None, None, :],
-                        mask=(img < N)[:, None, None]
-                        & (oh < HO)[None, :, None]
-                        & (ow < WO)[None, None, :],
-                        other=0.0,
-                    ).reshape(IMG * BLOCK_H, BLOCK_N)
+                    xi = _box(x_chan, img, ih0 + rows, col0 + k, N, H, W, sxn, sxh, sxw)
+                    dyi = _box(dy_chan, img, r0 + rows, ow0 + q, N, HO, WO, sdn, sdh, sdw)
                 g = tl.dot(tl.trans(xi.to(DOT)), dyi.to(DOT), g, input_precision="ieee")
 
     # dW[c, i, j] = sum_q G[q + s + j dw, q]: one gather skews the diagonals into rows
@@ -355,9 +340,9 @@ def _descriptor(t: Tensor, box) -> tuple[object, bool]:
     return TensorDescriptor(t, list(t.shape), list(t.stride()), list(box)), True
 
 
-# Pointer loads hold the input box in registers: at most this many elements (the sm_90 report
-# showed 236-254 registers, no spills yet, for 16384-element boxes on 7x7 and 14x14 maps).
-MAX_POINTER_BOX = 8192
+# Pointer loads hold the input box in registers: at most this many elements (sm_90 report,
+# 13x13 forward at UniRepLKNet-T's 7x7 stage: 8192-element boxes 252 registers, 4096 122).
+MAX_POINTER_BOX = 4096
 
 
 def _pointer_tiles(cfg: Config) -> Config:
