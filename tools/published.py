@@ -267,4 +267,6 @@ CHECKPOINT_NOTES: dict[str, str] = {
     "mkunet": "none published (official code only)",
     "bevanet": "Google Drive links in the official README (no file names; the official "
     "training saves `best.pt` under its FullModel wrapper, which tools/convert.py reads)",
+    "deeprftv2": "none published (official code only; basicsr's `net_g_*.pth` files load as "
+    "they are)",
 }
