@@ -7,24 +7,14 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 from torchmetrics.image import PeakSignalNoiseRatio, StructuralSimilarityIndexMeasure
 
 from zoo.losses import DeepRFTv2Loss
+from zoo.models.deeprftv2 import pad_to_multiple
 
 from .common import TimmTask, create_model_by_name
 from .figures import kernel_grid_figure, restoration_figure, save_figure
-
-
-def pad_reflect(x: Tensor, multiple: int) -> tuple[Tensor, tuple[int, int]]:
-    """`x` reflect-padded at the bottom/right to a multiple of `multiple` (the official
-    validation's padding), and its original (H, W) to crop back to."""
-    h, w = x.shape[-2:]
-    ph, pw = (-h) % multiple, (-w) % multiple
-    if ph or pw:
-        x = F.pad(x, (0, pw, 0, ph), mode="reflect")
-    return x, (h, w)
 
 
 class RestorationTask(TimmTask):
@@ -107,8 +97,8 @@ class RestorationTask(TimmTask):
 
     def forward(self, x: Tensor) -> Tensor:
         """The final prediction at input resolution (padded to `pad_multiple` and cropped)."""
-        padded, (h, w) = pad_reflect(self._format(x), self.hparams.pad_multiple)
-        return self.model(padded)[..., :h, :w]
+        padded, crop = pad_to_multiple(self._format(x), self.hparams.pad_multiple)
+        return crop(self.model(padded))
 
     def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
         blurry, sharp = batch
@@ -133,7 +123,7 @@ class RestorationTask(TimmTask):
             for i in range(min(room, len(blurry))):
                 self._figure_rows.append((blurry[i].cpu(), restored[i].cpu(), sharp[i].cpu()))
             if self._kernels is None and hasattr(self.model, "estimated_kernels") and room > 0:
-                padded, _ = pad_reflect(self._format(blurry[:1]), self.hparams.pad_multiple)
+                padded, _ = pad_to_multiple(self._format(blurry[:1]), self.hparams.pad_multiple)
                 self._kernels = self.model.estimated_kernels(padded)[0].float().cpu()
         return restored
 
