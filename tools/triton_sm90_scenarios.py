@@ -17,6 +17,8 @@ Labels:
 - `incnext_t_s1_{fp32|bf16}_cl_{1x11|11x1}_{fwd|dgrad|wgrad}`: InceptionNeXt-T's band convs in
   stage 1: 12 of 96 channels (a channel slice of a channels_last tensor, as the model passes
   it) at 56x56, batch 64.
+- `tf32_{nchw|cl}_k{13|31}_{fwd|dgrad|wgrad}`: fp32 storage with the opt-in TF32 tensor-core
+  mode (ops/dwconv/triton_tc.py ALLOW_TF32, off by default), example shape.
 - `cand_fp32_{nchw|cl}_k31_{fwd|wgrad}_{TH}x{TW}c{BC}w{WARPS}`: the fp32 sliding kernels'
   alternative launch configurations (ops/dwconv/triton_slide.py FORWARD_CANDIDATES /
   WEIGHT_GRAD_CANDIDATES, the table's entry excluded: it is the plain label) at the example
@@ -34,7 +36,7 @@ from functools import partial
 import torch
 
 from ops.dwconv import triton as T
-from ops.dwconv import triton_slide
+from ops.dwconv import triton_slide, triton_tc
 from ops.dwconv import triton_tc as TC
 
 # The launchers pick interpreter-sized tiles when TRITON_INTERPRET was set at import (the tool
@@ -120,6 +122,23 @@ def scenarios():
         x_w, x_h = full[:, 72:84], full[:, 84:96]  # the model's split (60, 12, 12, 12)
         yield from _calls(f"incnext_t_s1_{dname}_cl_1x11", x_w, (1, 11), (0, 5))
         yield from _calls(f"incnext_t_s1_{dname}_cl_11x1", x_h, (11, 1), (5, 0))
+
+    # The opt-in TF32 mode for fp32 storage (example shape).
+    def tf32(fn):
+        def run():
+            triton_tc.ALLOW_TF32 = True
+            try:
+                fn()
+            finally:
+                triton_tc.ALLOW_TF32 = False
+
+        return run
+
+    for lname, fmt in LAYOUTS.items():
+        for k in (13, 31):
+            x = _input((64, 384, 32, 32), torch.float32, fmt)
+            for label, fn, flops in _calls(f"tf32_{lname}_k{k}", x, (k, k), (k // 2, k // 2)):
+                yield label, tf32(fn), flops
 
     # The fp32 sliding kernels' alternative configurations (k = 31, example shape).
     def forced(config, fn):

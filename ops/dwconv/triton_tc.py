@@ -44,6 +44,7 @@ should time (every one compiles for sm_90 in the tests). Nothing here has been t
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, replace
 
 import torch
@@ -82,6 +83,14 @@ def _box(plane, img, rows, cols, N, H, W, sn, sh, sw):
 
 
 @_jit
+def _tf32(v):
+    """fp32 -> TF32 by dropping the 13 low mantissa bits, as the tensor cores read fp32
+    registers in TF32 mode: the interpreter's tl.dot is an exact fp32 matmul, so its TF32 runs
+    emulate the operand rounding with this (the sm_90 code passes input_precision="tf32")."""
+    return (v.to(tl.int32, bitcast=True) & -8192).to(tl.float32, bitcast=True)
+
+
+@_jit
 def _tc_forward_kernel(
     x_ptr, x_desc, t_desc, b_ptr, y_ptr,
     N, H, W, HO, WO, KH,
@@ -91,6 +100,7 @@ def _tc_forward_kernel(
     HAS_BIAS: tl.constexpr, TMA: tl.constexpr,
     ACC: tl.constexpr, DOT: tl.constexpr,
     IMG: tl.constexpr, BLOCK_H: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
+    PRECISION: tl.constexpr = "ieee", TRUNCATE_TF32: tl.constexpr = False,
 ):  # fmt: skip
     """y for channel program_id(1) and one tile [IMG images x BLOCK_H rows, BLOCK_N columns]."""
     pid = tl.program_id(0)
@@ -118,7 +128,9 @@ def _tc_forward_kernel(
         else:
             xi = _box(x_chan, img, ih0 + rows, cols, N, H, W, sxn, sxh, sxw)
         ti = t_desc.load([(c * KH + i) * BLOCK_K, 0])
-        acc = tl.dot(xi.to(DOT), ti.to(DOT), acc, input_precision="ieee")
+        if TRUNCATE_TF32:
+            xi, ti = _tf32(xi), _tf32(ti)
+        acc = tl.dot(xi.to(DOT), ti.to(DOT), acc, input_precision=PRECISION)
 
     if HAS_BIAS:
         acc += tl.load(b_ptr + c).to(ACC)
@@ -146,6 +158,7 @@ def _tc_weight_grad_kernel(
     pad_h, col_off, band_shift, dil_h, dil_w, kh_first, kw_first, kw_last,
     TMA: tl.constexpr, ACC: tl.constexpr, DOT: tl.constexpr, TAPS: tl.constexpr,
     IMG: tl.constexpr, BLOCK_H: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
+    PRECISION: tl.constexpr = "ieee", TRUNCATE_TF32: tl.constexpr = False,
 ):  # fmt: skip
     """dW[c, i, :] for kernel row i = kh_first + program_id(0) and channel c = program_id(1)."""
     i = kh_first + tl.program_id(0)
@@ -172,7 +185,9 @@ def _tc_weight_grad_kernel(
                     img = n0 + img0
                     xi = _box(x_chan, img, ih0 + rows, col0 + k, N, H, W, sxn, sxh, sxw)
                     dyi = _box(dy_chan, img, r0 + rows, ow0 + q, N, HO, WO, sdn, sdh, sdw)
-                g = tl.dot(tl.trans(xi.to(DOT)), dyi.to(DOT), g, input_precision="ieee")
+                if TRUNCATE_TF32:
+                    xi, dyi = _tf32(xi), _tf32(dyi)
+                g = tl.dot(tl.trans(xi.to(DOT)), dyi.to(DOT), g, input_precision=PRECISION)
 
     # dW[c, i, j] = sum_q G[q + s + j dw, q]: one gather skews the diagonals into rows
     # (skewed[t, q] = G[q + s + (kw_first + t) dw, q]), then one reduction over q.
@@ -196,6 +211,13 @@ MAX_TABLE_BYTES = 128 << 20  # the forward's bands (written once per call; 48.8 
 MAX_CHANNELS = 65535  # grid axis 1
 # On a GPU by default; the CPU tests switch it on to run the kernels in the interpreter.
 ENABLED = not _INTERPRETED
+# Opt-in TF32 for fp32 storage (off by default): fp32 convolutions with kernels at least
+# MIN_WIDTH wide then run on these kernels with TF32 tensor-core math (10-bit mantissa operands,
+# fp32 accumulation) instead of the exact fp32 CUDA-core kernels of triton_slide.py. Switched
+# on by ZOO_DWCONV_TF32=1 in the environment (read at import) or by setting this attribute.
+# Accuracy (measured under the interpreter with the operand truncation emulated, float64
+# reference, tests/test_dwconv_triton_slide.py): see TF32_ERROR in that test and the README.
+ALLOW_TF32 = os.environ.get("ZOO_DWCONV_TF32", "0") == "1"
 
 
 @dataclass(frozen=True)
@@ -297,7 +319,7 @@ def applies(x: Tensor, kernel_w: int) -> bool:
     decline: then `forward` / `backward_weight` return None)."""
     return (
         ENABLED
-        and x.dtype in DTYPES
+        and (x.dtype in DTYPES or (x.dtype == torch.float32 and ALLOW_TF32))
         and kernel_w >= MIN_WIDTH
         and x.shape[1] <= MAX_CHANNELS
         and x.shape[0] * x.shape[1] > 0
@@ -312,13 +334,21 @@ def _dot_type(dtype: torch.dtype):
     # the interpreter gets fp32 operands: it computes bf16 arithmetic wrongly
     if dtype == torch.float64:
         return tl.float64
-    if _INTERPRETED:
+    if _INTERPRETED or dtype == torch.float32:
         return tl.float32
     return tl.float16 if dtype == torch.float16 else tl.bfloat16
 
 
 def _accumulator(dtype: torch.dtype):
     return tl.float64 if dtype == torch.float64 else tl.float32
+
+
+def _precision(dtype: torch.dtype) -> dict:
+    """tl.dot's input precision: TF32 for fp32 storage (only routed here when ALLOW_TF32),
+    emulated by operand truncation under the interpreter; exact otherwise."""
+    if dtype != torch.float32:
+        return {}
+    return dict(PRECISION="tf32", TRUNCATE_TF32=_INTERPRETED)
 
 
 def _nchw(t: Tensor) -> Tensor:
@@ -405,7 +435,7 @@ def forward(
         *xs.stride(), *y.stride(),
         padding[0], -padding[1] - cfg.shift, dilation[0], row_tiles, col_tiles,
         HAS_BIAS=bias is not None, TMA=tma, ACC=_accumulator(x.dtype), DOT=_dot_type(x.dtype),
-        **cfg.constexprs(),
+        **_precision(x.dtype), **cfg.constexprs(),
     )  # fmt: skip
     return y.contiguous(memory_format=fmt)
 
@@ -443,6 +473,6 @@ def backward_weight(
         padding[0], -padding[1] - cfg.shift, cfg.shift, dilation[0], dilation[1],
         kh_lo, kw_lo, kw_hi,
         TMA=x_tma and dy_tma, ACC=_accumulator(x.dtype), DOT=_dot_type(x.dtype),
-        TAPS=_pow2(kw_hi - kw_lo), **cfg.constexprs(),
+        TAPS=_pow2(kw_hi - kw_lo), **_precision(x.dtype), **cfg.constexprs(),
     )  # fmt: skip
     return grad_w.unsqueeze(1)
