@@ -17,24 +17,35 @@ GPU). BLOCK_K >= BLOCK_N + s + dw (kw - 1), so of the BLOCK_K MACs per output an
 kw are useful: the useful fraction of the executed math is kw / BLOCK_K (times the share of
 stacked rows and columns inside the map).
 
-- The bands T_ci are built once per call by `_bands` (torch indexing on the device:
-  C kh BLOCK_K BLOCK_N elements, e.g. 48.8 MB at C=384, k=31) and read by the kernels with
-  tensor-descriptor (TMA) loads, so the hot loop has no gather: per kernel row one TMA load of
-  the input box [IMG, 1, BLOCK_H, BLOCK_K] (its out-of-bounds zero fill is the padding), one TMA
-  load of the band [BLOCK_K, BLOCK_N] and a wgmma, pipelined over `num_stages`.
+- The bands T_ci are built once per call by `_bands` (one gather on the device writing
+  C kh BLOCK_K BLOCK_N elements: 48.8 MB at C=384, k=31, ~15 us of HBM; 5.1 MB at k=13) and
+  read with tensor-descriptor (TMA) loads, so the hot loop has no gather: per kernel row one TMA
+  load of the input box [IMG, 1, BLOCK_H, BLOCK_K] (its out-of-bounds zero fill is the
+  padding), one TMA load of the band [BLOCK_K, BLOCK_N] and wgmma, pipelined over `num_stages`.
+  Compiled for sm_90, merging the box's IMG and BLOCK_H axes into M is not a shared-memory
+  view in Triton 3.8: the A operand goes through registers (LDSM, then wgmma with A from
+  registers); with IMG = 1 (maps of >= 64 rows) it stays in shared memory.
 - Tensor descriptors need 16-byte aligned strides (W a multiple of 8 for fp16/bf16). Other maps
   (W = 28, 14, 7, ...) get the same kernel with pointer loads of the input box
-  (`TMA=False`), masks supplying the padding; the bands are always read through a descriptor.
+  (`TMA=False`, `_box`), masks supplying the padding; the bands are always read through a
+  descriptor.
 - Weight-gradient: per (kernel row i, channel c) program, G = sum over images and tiles of
   X_i^T @ dY ([BLOCK_K, M] @ [M, BLOCK_N], wgmma with M_gemm = BLOCK_K >= 64), then
-  dW[c, i, j] = sum_q G[q + s + j dw, q]. Nested loops (row tile, column tile, image group), no
-  divides in the loop; every dW element is written by one program: deterministic, no atomics.
+  dW[c, i, j] = sum_q G[q + s + j dw, q] (one tl.gather skews the diagonals into rows). Nested
+  loops (row tile, column tile, image group), no divides in the loop; every dW element is
+  written by one program: deterministic, no atomics.
 - channels_last: depthwise has no channel reduction, so the GEMM's K must be the input columns of
-  one channel, which are strided by C in channels_last memory (no 16-byte TMA box, uncoalesced
-  pointer loads). Those inputs go through a layout change to NCHW around the same kernels
-  (x and y, or x and dY, copied once each: 4 passes over a map-sized tensor; at (64, 384, 32, 32)
-  bf16 that is 4 x 50.3 MB ~ 60 us of HBM at 3.35 TB/s, vs ~480 us for the k=31 forward at 100
-  TFLOP/s: +12 %; at k=13 ~ +70 %). An estimate, not a measurement.
+  one channel, which are strided by C in channels_last memory (no 16-byte TMA box along W,
+  uncoalesced pointer loads). Those tensors go through a layout change to NCHW around the same
+  kernels: x and y (forward), grad_out and grad_x (input-gradient), x and grad_out
+  (weight-gradient), each read and written once: 4 x 50.3 MB ~ 60 us of HBM at 3.35 TB/s per
+  direction at (64, 384, 32, 32) bf16, against ~101 us (k=31) / ~39 us (k=13) for the kernel at
+  its useful ceiling estimate. An estimate, not a measurement. The alternative, a kernel that
+  loads channels_last boxes [rows, BLOCK_K, 8 channels] by TMA and runs a batched dot per
+  channel (tried in the sm_90 report at k=31: mma.sync, not wgmma, 128 registers, 131 KB of
+  shared memory, L1-bound at ~357 TFLOP/s executed = ~173 useful) would skip the copies; by
+  the same model it is slower at k=31 (~280 vs ~161 us) and, if its L1 bound held at k=13 (not
+  compiled there), faster at k=13 (~59 vs ~99 us). A GPU run decides.
 
 Under TRITON_INTERPRET=1 the 16-bit operands are upcast to fp32 before tl.dot (the interpreter
 computes bf16 arithmetic wrongly); the descriptors, bands, tiling and indexing are the same.
@@ -211,13 +222,23 @@ MAX_TABLE_BYTES = 128 << 20  # the forward's bands (written once per call; 48.8 
 MAX_CHANNELS = 65535  # grid axis 1
 # On a GPU by default; the CPU tests switch it on to run the kernels in the interpreter.
 ENABLED = not _INTERPRETED
+
+
 # Opt-in TF32 for fp32 storage (off by default): fp32 convolutions with kernels at least
 # MIN_WIDTH wide then run on these kernels with TF32 tensor-core math (10-bit mantissa operands,
 # fp32 accumulation) instead of the exact fp32 CUDA-core kernels of triton_slide.py. Switched
 # on by ZOO_DWCONV_TF32=1 in the environment (read at import) or by setting this attribute.
 # Accuracy (measured under the interpreter with the operand truncation emulated, float64
 # reference, tests/test_dwconv_triton_slide.py): see TF32_ERROR in that test and the README.
-ALLOW_TF32 = os.environ.get("ZOO_DWCONV_TF32", "0") == "1"
+def tf32_from_environment() -> bool:
+    """ZOO_DWCONV_TF32: "1" allows TF32, "0" or unset does not; anything else is an error."""
+    value = os.environ.get("ZOO_DWCONV_TF32", "0")
+    if value not in ("0", "1"):
+        raise ValueError(f"ZOO_DWCONV_TF32 must be 0 or 1, got {value!r}")
+    return value == "1"
+
+
+ALLOW_TF32 = tf32_from_environment()
 
 
 @dataclass(frozen=True)
