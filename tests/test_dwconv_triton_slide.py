@@ -296,3 +296,52 @@ def test_slide_candidate_lists_start_with_the_table_entry():
         assert wgrad[0] == triton_slide.WEIGHT_GRAD_TABLE[(layout, 32)]
         for th, tw, bc, warps in triton_slide.FORWARD_CANDIDATES[layout] + wgrad:
             assert all(v & (v - 1) == 0 for v in (th * tw, bc, warps))  # powers of two
+
+
+# ----------------------------------------------------------------------------------------------
+# Opt-in TF32 for fp32 storage (ops/dwconv/triton_tc.py ALLOW_TF32): the tensor-core kernels
+# with input_precision="tf32"; the interpreter emulates the operands' truncation to TF32.
+
+# max |error| / max |reference| against float64, measured here at x = (2, 8, 16, 16), k = 13:
+# y 8.1e-4, grad_x 8.0e-4, grad_w 6.9e-4 (the exact fp32 path: 2.9e-7, 4.5e-7, 1.0e-7)
+TF32_ERROR = 2e-3
+
+
+def test_tf32_is_off_by_default_and_fp32_takes_the_exact_kernels(monkeypatch):
+    from ops.dwconv import triton_tc
+
+    assert os.environ.get("ZOO_DWCONV_TF32") is None and triton_tc.ALLOW_TF32 is False
+    monkeypatch.setattr(triton_tc, "ENABLED", True)
+    x = torch.zeros(1, 2, 8, 8)
+    assert not triton_tc.applies(x, 13) and triton_tc.applies(x.bfloat16(), 13)
+    monkeypatch.setattr(triton_tc, "ALLOW_TF32", True)
+    assert triton_tc.applies(x, 13) and not triton_tc.applies(x.double(), 13)
+    monkeypatch.setenv("ZOO_DWCONV_TF32", "1")
+    assert triton_tc.tf32_from_environment() is True
+    monkeypatch.setenv("ZOO_DWCONV_TF32", "yes")
+    with pytest.raises(ValueError, match="ZOO_DWCONV_TF32 must be 0 or 1, got 'yes'"):
+        triton_tc.tf32_from_environment()
+
+
+@pytest.mark.parametrize("channels_last", [False, True], ids=["nchw", "cl"])
+def test_tf32_mode_accuracy_against_float64(monkeypatch, channels_last):
+    from ops.dwconv import triton_tc
+
+    monkeypatch.setattr(dwconv_triton, "_TUNING", "gpu")
+    monkeypatch.setattr(triton_tc, "ENABLED", True)
+    monkeypatch.setattr(triton_tc, "ALLOW_TF32", True)
+    monkeypatch.setattr(triton_slide, "_slide_forward_kernel", _Refuse())
+    monkeypatch.setattr(triton_slide, "_slide_weight_grad_kernel", _Refuse())
+    x, weight, _ = _make(2, 4, 12, 12, (13, 13), channels_last, False)
+    grad = _grads(x.shape, torch.float64)
+    y = dwconv_triton.forward(x.float(), weight.float(), None, (6, 6), (1, 1))
+    gx = dwconv_triton.backward_input(grad.float(), weight.float(), (12, 12), (6, 6), (1, 1))
+    gw = dwconv_triton.backward_weight(grad.float(), x.float(), (13, 13), (6, 6), (1, 1))
+    ref_y = F.conv2d(x, weight, padding=6, groups=4)
+    ref_x, ref_w, _ = torch.ops.aten.convolution_backward(
+        grad, x, weight, None, [1, 1], [6, 6], [1, 1], False, [0, 0], 4, [True, True, False]
+    )
+    for name, got, want in (("y", y, ref_y), ("grad_x", gx, ref_x), ("grad_w", gw, ref_w)):
+        error = ((got.double() - want).abs().max() / want.abs().max()).item()
+        # above fp32 rounding (the TF32 truncation is in effect), within the documented bound
+        assert 1e-5 < error < TF32_ERROR, (name, error)
