@@ -15,6 +15,7 @@ import subprocess
 import sys
 
 import pytest
+import sm90_compile
 import torch
 import torch.nn.functional as F
 
@@ -180,39 +181,23 @@ def test_slide_grids_stay_within_hardware_limits_for_any_channel_count(monkeypat
 # Every launch of the scenario shapes compiled for an H100 with Triton's launch-time
 # specialisation (launchers on meta tensors), then ptxas -v on the PTX.
 _COMPILE_FOR_H100 = r"""
-import subprocess, sys, tempfile
-import torch, triton
-from triton.backends.compiler import GPUTarget
-from triton.backends.nvidia.compiler import CUDABackend, get_ptxas
-from triton.compiler import ASTSource
-from triton.runtime import jit
-from triton.runtime.jit import create_function_from_signature
+import re, subprocess, tempfile
+from triton.backends.nvidia.compiler import get_ptxas
 from ops.dwconv import triton_slide as S
 
 assert not S._INTERPRETED
-target = GPUTarget("cuda", 90, 32)
-backend = CUDABackend(target)
-launches = []
-jit.JITFunction.run = lambda fn, *args, grid, warmup, **kw: launches.append((fn, args, kw))
 
 
 def compile_all(tag):
-    for fn, args, kw in launches:
-        binder = create_function_from_signature(fn.signature, fn.params, backend)
-        kw = dict(kw, debug=False, instrumentation_mode="")
-        bound, spec, opts = binder(*args, **kw)
-        options, sig, consts, attrs = fn._pack_args(backend, kw, bound, spec, opts)
-        k = triton.compile(ASTSource(fn, sig, consts, attrs), target=target,
-                           options=options.__dict__)
+    for name, k in compiled():
         ptx = k.asm["ptx"]
         with tempfile.NamedTemporaryFile("w", suffix=".ptx") as f:
             f.write(ptx)
             f.flush()
             log = subprocess.run([get_ptxas(target.arch).path, "-arch=sm_90a", "-v", f.name,
                                   "-o", "/dev/null"], capture_output=True, text=True).stderr
-        spills = sum(int(v) for v in __import__("re").findall(r"(\d+) bytes spill", log))
-        print(tag, fn.__name__, spills, ptx.count("bar.sync"), ptx.count("fma.rn.f32"))
-    launches.clear()
+        spills = sum(int(v) for v in re.findall(r"(\d+) bytes spill", log))
+        print(tag, name, spills, ptx.count("bar.sync"), ptx.count("fma.rn.f32"))
 
 
 shapes = [((31, 31), 1, 32), ((13, 13), 1, 32), ((13, 13), 1, 14), ((1, 129), 1, 160),
@@ -229,13 +214,7 @@ for fmt, tag in ((torch.contiguous_format, "nchw"), (torch.channels_last, "cl"))
 
 
 def _compile_for_h100(which: str) -> list[list[str]]:
-    pytest.importorskip("triton.backends.nvidia")
-    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
-    done = subprocess.run(
-        [sys.executable, "-c", _COMPILE_FOR_H100, which], env=env, capture_output=True, text=True
-    )
-    assert done.returncode == 0, done.stderr[-3000:]
-    rows = [line.split() for line in done.stdout.splitlines() if re.match(r"(nchw|cl):", line)]
+    rows = [r for r in sm90_compile.run(_COMPILE_FOR_H100, which) if re.match(r"(nchw|cl):", r[0])]
     for tag, kernel, spills, barriers, fmas in rows:
         assert int(spills) == 0, (tag, kernel)
         assert int(fmas) > 0, (tag, kernel)
