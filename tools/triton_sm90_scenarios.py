@@ -17,6 +17,8 @@ Labels:
 - `incnext_t_s1_{fp32|bf16}_cl_{1x11|11x1}_{fwd|dgrad|wgrad}`: InceptionNeXt-T's band convs in
   stage 1: 12 of 96 channels (a channel slice of a channels_last tensor, as the model passes
   it) at 56x56, batch 64.
+- `limit_{fp32|bf16}_{nchw|cl}_{1x129|3x51d3}_{fwd|dgrad|wgrad}`: the widths that spilled before
+  (kw = 129; kw = 51 at dilation 3), x = (8, 384, 32, 160), "same" padding.
 - `tf32_{nchw|cl}_k{13|31}_{fwd|dgrad|wgrad}`: fp32 storage with the opt-in TF32 tensor-core
   mode (ops/dwconv/triton_tc.py ALLOW_TF32, off by default), example shape.
 - `cand_fp32_{nchw|cl}_k31_{fwd|wgrad}_{TH}x{TW}c{BC}w{WARPS}`: the fp32 sliding kernels'
@@ -122,6 +124,13 @@ def scenarios():
         x_w, x_h = full[:, 72:84], full[:, 84:96]  # the model's split (60, 12, 12, 12)
         yield from _calls(f"incnext_t_s1_{dname}_cl_1x11", x_w, (1, 11), (0, 5))
         yield from _calls(f"incnext_t_s1_{dname}_cl_11x1", x_h, (11, 1), (5, 0))
+
+    # The kernel widths that spilled before this work.
+    for dname, dtype in DTYPES.items():
+        for lname, fmt in LAYOUTS.items():
+            x = _input((8, 384, 32, 160), dtype, fmt)
+            yield from _calls(f"limit_{dname}_{lname}_1x129", x, (1, 129), (0, 64))
+            yield from _calls(f"limit_{dname}_{lname}_3x51d3", x, (3, 51), (3, 75), (3, 3))
 
     # The opt-in TF32 mode for fp32 storage (example shape).
     def tf32(fn):

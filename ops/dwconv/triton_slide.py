@@ -52,13 +52,22 @@ _INT32_MAX = 2**31 - 1
 # Kernels
 
 
-@_jit
+# NCHW: the output's column stride is passed as a runtime value (SYW = 0, syw not specialised
+# to 1): a unit stride would let Triton vectorise the store by 4 pixels, a layout the tap loads
+# (unaligned by their tap offset) do not share, and the accumulator would pass through shared
+# memory once per chunk (sm_90 report, 1x129: 8 STS/LDS + 8 barriers per chunk iteration).
+# channels_last: SYW = C, a compile-time constant like SXW (loads and store are both vectors
+# along channels).
+_jit_forward = _jit if triton is None else triton.jit(do_not_specialize=["syw"])
+
+
+@_jit_forward
 def _slide_forward_kernel(
     x_ptr, w_ptr, b_ptr, y_ptr,
     N, C, H, HO, WO, off_h,
     sxn, sxc, sxh, SXW: tl.constexpr,
     swc, swh, SWW: tl.constexpr,
-    syn, syc, syh, syw,
+    syn, syc, syh, syw, SYW: tl.constexpr,
     KH, dil_h, W_CHUNKS,
     HAS_BIAS: tl.constexpr, ACC: tl.constexpr, IDX: tl.constexpr, DIL_W: tl.constexpr,
     TILE_H: tl.constexpr, TILE_W: tl.constexpr, BLOCK_C: tl.constexpr, TAP_W: tl.constexpr,
@@ -110,7 +119,10 @@ def _slide_forward_kernel(
 
     if HAS_BIAS:
         acc += tl.load(b_ptr + c).to(ACC)[None, :]
-    y_off = (oh * syh + ow * syw)[:, None] + (c * syc)[None, :]
+    if SYW == 0:
+        y_off = (oh * syh + ow * syw)[:, None] + (c * syc)[None, :]
+    else:
+        y_off = (oh * syh + ow * SYW)[:, None] + (c * syc)[None, :]
     ok = ((oh < HO) & (ow < WO))[:, None]
     tl.store(y_ptr + pid_n * syn + y_off, acc.to(y_ptr.dtype.element_ty), mask=ok)
 
@@ -216,7 +228,7 @@ def tap_chunks(taps: int, most: int = MAX_TAP_W) -> tuple[int, int]:
 # tap's weight load is shared by 16 FMAs. channels_last: 4 channels per 16-byte load, 4 pixels
 # per thread.
 FORWARD_TABLE = {
-    ("nchw", 64): (16, 64, 1, 2),
+    ("nchw", 64): (32, 32, 1, 2),
     ("nchw", 32): (32, 32, 1, 2),
     ("nchw", 16): (16, 16, 1, 1),
     ("nchw", 8): (8, 8, 1, 1),
@@ -359,7 +371,7 @@ def forward(
     _slide_forward_kernel[grid](
         xp, wk, xp if bias is None else bias, y,
         n, c, h, ho, wo, off_h,
-        *xp.stride(), *wk.stride(), *y.stride(),
+        *xp.stride(), *wk.stride(), *y.stride(), y.stride(3) if channels_last else 0,
         rows, dh, chunks,
         HAS_BIAS=bias is not None, ACC=_accumulator(x.dtype), IDX=_index_type(xp, y), DIL_W=dw,
         TILE_H=tiles.tile_h, TILE_W=tiles.tile_w, BLOCK_C=block_c, TAP_W=tap_w,
