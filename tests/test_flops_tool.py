@@ -21,6 +21,7 @@ from fvcore.nn import FlopCountAnalysis
 
 import ops
 import zoo
+from zoo.layers.nafnet import DepthwiseConv1d
 
 from test_models_common import FAMILY_SMALLEST, SMALLEST, randomize_  # isort: skip
 
@@ -37,10 +38,22 @@ ROWS = {r["tag"]: r for r in RECORD["rows"]}
 
 
 def plain_conv2d_copy(model: nn.Module) -> nn.Module:
-    """The model with every ops.DepthwiseConv2d replaced by an nn.Conv2d holding its weights."""
+    """The model with every ops.DepthwiseConv2d replaced by an nn.Conv2d holding its weights
+    (and every depthwise 1-D conv computed by ops, DeepRFTv2's, by an nn.Conv1d)."""
     model = copy.deepcopy(model)
     for parent in list(model.modules()):
         for name, child in list(parent.named_children()):
+            if type(child) is DepthwiseConv1d:
+                conv = nn.Conv1d(
+                    child.in_channels,
+                    child.out_channels,
+                    child.kernel_size,
+                    padding=child.padding,
+                    groups=child.groups,
+                    bias=child.bias is not None,
+                )
+                conv.load_state_dict(child.state_dict())
+                setattr(parent, name, conv)
             if isinstance(child, ops.DepthwiseConv2d):
                 conv = nn.Conv2d(
                     child.in_channels,
@@ -65,11 +78,17 @@ def test_count_equals_fvcore_of_the_plain_conv2d_model(family) -> None:
     plain = plain_conv2d_copy(model).eval()
     x = torch.randn(1, 3, 64, 64)
     with torch.no_grad():
-        torch.testing.assert_close(plain(x), model(x), rtol=1e-5, atol=1e-5)
+        expected = model(x)
+        # float32 rounding grows with depth and output size (DeepRFTv2: ~200 layers, outputs
+        # ~10): the tolerance is relative to the largest output
+        scale = max(1.0, expected.abs().max().item())
+        torch.testing.assert_close(plain(x), expected, rtol=1e-5, atol=1e-5 * scale)
     reference = FlopCountAnalysis(plain, x).unsupported_ops_warnings(False)
     reference.uncalled_modules_warnings(False)
     counted = flops_tool.count(model, x)
-    assert counted["flops"] == reference.total()
+    # the tool also counts FFTs (its handles; fvcore's defaults skip them)
+    ffts = sum(v for k, v in counted["by_operator"].items() if k.startswith("fft_"))
+    assert counted["flops"] - ffts == reference.total()
     ours = counted["by_operator"]
     assert ours["conv"] + ours["dwconv2d"] == reference.by_operator()["conv"]
 
