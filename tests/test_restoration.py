@@ -316,6 +316,12 @@ def _fit(tmp_path: Path, *args: str) -> ZooCLI:
 def test_demo_fits_two_steps_writes_figures_and_resumes(tmp_path: Path, capsys) -> None:
     cli = _fit(tmp_path, "--trainer.max_steps=2", "--trainer.val_check_interval=2")
     assert cli.trainer.global_step == 2
+    # the recipe: AdamW, betas (0.9, 0.9), weight decay on every parameter, norm clipping 0.01
+    opt = cli.trainer.optimizers[0]
+    assert type(opt).__name__ == "AdamW" and opt.defaults["betas"] == (0.9, 0.9)
+    assert all(group["weight_decay"] == 1e-3 for group in opt.param_groups)
+    assert cli.trainer.gradient_clip_val == 0.01
+    assert cli.trainer.gradient_clip_algorithm == "norm"
     metrics = cli.trainer.callback_metrics
     assert {"val/psnr", "val/ssim", "val/psnr_blurry", "val/psnr_gain"} <= set(metrics)
     assert float(metrics["val/psnr_gain"]) == pytest.approx(
