@@ -224,6 +224,55 @@ def versions() -> str:
     )
 
 
+def slide_candidates(device, shape, reps: int, k: int = 31) -> str:
+    """Time every candidate launch configuration of the fp32 sliding kernels (forward and
+    weight-grad, both layouts) at `shape`, k x k, so that a GPU run can pick the table's entries
+    (ops/dwconv/triton_slide.py FORWARD_CANDIDATES / WEIGHT_GRAD_CANDIDATES, first = table)."""
+    from ops.dwconv import triton as dwconv_triton  # noqa: PLC0415
+    from ops.dwconv import triton_slide  # noqa: PLC0415
+
+    n, c, h, w = shape
+    gen = torch.Generator().manual_seed(0)
+    lines = [
+        "",
+        f"### fp32 sliding-kernel candidates, {tuple(shape)}, k = {k} (ms; first = the table)",
+        "",
+        "| layout | direction | config (tile_h, tile_w, block_c, warps) | ms | TFLOP/s |",
+        "|---|---|---|---|---|",
+    ]
+    weight = torch.randn(c, 1, k, k, generator=gen).to(device)
+    pad = (k // 2, k // 2)
+    flops = useful_flops(shape, (k, k), False)
+    for layout, fmt in (("nchw", torch.contiguous_format), ("cl", torch.channels_last)):
+        x = torch.randn(*shape, generator=gen).to(device).contiguous(memory_format=fmt)
+        for direction, table in (
+            ("fwd", triton_slide.FORWARD_CANDIDATES),
+            ("wgrad", triton_slide.WEIGHT_GRAD_CANDIDATES),
+        ):
+
+            def case(config, direction=direction, x=x):
+                def run() -> None:
+                    triton_slide.FORCE_CONFIG = config
+                    try:
+                        if direction == "fwd":
+                            dwconv_triton.forward(x, weight, None, pad, (1, 1))
+                        else:
+                            dwconv_triton.backward_weight(x, x, (k, k), pad, (1, 1))
+                    finally:
+                        triton_slide.FORCE_CONFIG = None
+
+                return run
+
+            cases = {str(cfg): case(cfg) for cfg in table[layout]}
+            ms = time_interleaved(cases, reps, device)
+            for cfg in table[layout]:
+                t = ms[str(cfg)]
+                lines.append(
+                    f"| {layout} | {direction} | {cfg} | {t:.3f} | {flops / t / 1e9:.1f} |"
+                )
+    return "\n".join(lines)
+
+
 def main_cuda(args) -> None:
     """--device cuda: the GPU tables only, one per dtype, written to benchmarks/ops_cuda.md."""
     if not torch.cuda.is_available():
@@ -239,6 +288,9 @@ def main_cuda(args) -> None:
         rows = benchmark_device(gpu, args.gpu_shape, dtype, args.reps, CUDA_VARIANTS, kernels)
         sections.append(table(gpu, args.gpu_shape, dtype, rows, CUDA_VARIANTS))
         record[name] = dict(shape=args.gpu_shape, rows=rows)
+    if args.slide_candidates:
+        print("fp32 sliding-kernel candidates ...", flush=True)
+        sections.append(slide_candidates(gpu, args.gpu_shape, args.reps))
     header = [
         "# ops.dwconv2d benchmark (CUDA)",
         "",
@@ -277,6 +329,10 @@ def main() -> None:
     parser.add_argument(
         "--kernels", nargs="+", default=[f"{kh}x{kw}" for kh, kw in KERNELS],
         help="with --device cuda: kernel sizes as KHxKW",
+    )  # fmt: skip
+    parser.add_argument(
+        "--slide-candidates", action="store_true",
+        help="with --device cuda: also time every candidate config of the fp32 sliding kernels",
     )  # fmt: skip
     parser.add_argument("--cpu-shape", type=int, nargs=4, default=[2, 64, 56, 56])
     parser.add_argument("--gpu-shape", type=int, nargs=4, default=[64, 384, 32, 32])

@@ -14,7 +14,9 @@
 #
 # Environment: PY (python, default .venv/bin/python), GPU_CHECK_REPS (op benchmark
 # repetitions, default 5), GPU_CHECK_TEST_S / GPU_CHECK_OPS_S / GPU_CHECK_MODELS_S (step time
-# limits in seconds, default 100 / 150 / 90: 5 min 40 s at most).
+# limits in seconds, default 100 / 150 / 90: 5 min 40 s at most), GPU_CHECK_TUNE=1 (the op
+# step also times every candidate config of the fp32 sliding kernels, so that a GPU run can pick
+# ops/dwconv/triton_slide.py's table; raise GPU_CHECK_OPS_S for it).
 set -uo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.." || exit 1
@@ -23,6 +25,8 @@ REPS=${GPU_CHECK_REPS:-5}
 TEST_S=${GPU_CHECK_TEST_S:-100}
 OPS_S=${GPU_CHECK_OPS_S:-150}
 MODELS_S=${GPU_CHECK_MODELS_S:-90}
+TUNE=()
+if [[ ${GPU_CHECK_TUNE:-0} == 1 ]]; then TUNE=(--slide-candidates); fi
 
 if ! "$PY" -c 'import sys, torch; sys.exit(0 if torch.cuda.is_available() else 1)' 2>/dev/null; then
     echo "gpu-check: no CUDA device here (torch.cuda.is_available() is False under $PY)." >&2
@@ -57,7 +61,7 @@ step() {
 
 start=$SECONDS
 step tests "$TEST_S" "$PY" -m pytest -q -m gpu -p no:cacheprovider
-step ops "$OPS_S" "$PY" tools/benchmark_ops.py --device cuda --reps "$REPS"
+step ops "$OPS_S" "$PY" tools/benchmark_ops.py --device cuda --reps "$REPS" "${TUNE[@]}"
 step models "$MODELS_S" "$PY" tools/benchmark_models.py --device cuda --runs 5 --warmup 2
 total=$((SECONDS - start))
 
