@@ -10,7 +10,11 @@ Four kernels:
   same kernel run on grad_out with the 180-degree-rotated kernel and padding dh (kh - 1) - ph
   (negative when the padding exceeds the kernel extent; the kernels treat padding as an offset).
 - The fp16/bf16 tensor-core forms (forward, input-gradient and weight-gradient with wide kernels
-  on a GPU) live in ops/dwconv/triton_tc.py; `_direct` and `backward_weight` route to them.
+  on a GPU) live in ops/dwconv/triton_tc.py; `_direct` and `backward_weight` route to them
+  (fp32 too when TF32 is allowed: `triton_tc.ALLOW_TF32`, ZOO_DWCONV_TF32=1, off by default).
+- fp32/fp64 with at least `triton_slide.SLIDE_MIN_TAPS` live taps, and every fp32/fp64
+  weight-gradient, go to the mask-free kernels of ops/dwconv/triton_slide.py (a zero-padded
+  copy of the input, the tap chunk unrolled at compile time, nested image/tile loops).
 - `_weight_grad_kernel`: each program owns [BLOCK_C channels, one chunk of TAP_H x TAP_W taps]
   and one of SPLITS interleaved shares of the (image, output tile) pairs; it accumulates
   x * grad_out element-wise in registers, reduces over pixels once at the end and writes its
