@@ -795,8 +795,10 @@ def _create_deeprftv2(variant: str, pretrained: bool = False, **kwargs: Any) -> 
     )
 
 
-# Variant -> constructor arguments: the official GoPro configuration.
-VARIANT_ARGS: dict[str, dict[str, Any]] = {"deeprftv2_b": dict()}
+# Variant -> constructor arguments: the official GoPro configuration (b), and the same network
+# at width 16 (s: the reduced width the spec measures, 3,626,232 parameters; the registry-wide
+# test suites run on it). Other widths: width=.
+VARIANT_ARGS: dict[str, dict[str, Any]] = {"deeprftv2_b": dict(), "deeprftv2_s": dict(width=16)}
 
 
 def _cfg(**kwargs: Any) -> dict[str, Any]:
@@ -821,9 +823,14 @@ def _cfg(**kwargs: Any) -> dict[str, Any]:
 
 
 # No released weights: load a local official checkpoint with pretrained_cfg_overlay=dict(file=PATH).
-default_cfgs = generate_default_cfgs({"deeprftv2_b": _cfg()})
+default_cfgs = generate_default_cfgs({"deeprftv2_b": _cfg(), "deeprftv2_s": _cfg()})
 
 
 @register_model
 def deeprftv2_b(pretrained: bool = False, **kwargs: Any) -> DeepRFTv2:
     return _create_deeprftv2("deeprftv2_b", pretrained, **kwargs)
+
+
+@register_model
+def deeprftv2_s(pretrained: bool = False, **kwargs: Any) -> DeepRFTv2:
+    return _create_deeprftv2("deeprftv2_s", pretrained, **kwargs)
