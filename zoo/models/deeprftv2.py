@@ -50,6 +50,11 @@ the README's DeepRFTv2 section for the comparison with the official code):
   centre-cropped to 65x65) plus a per-kernel min-max normalisation to [0, 1] for display.
 - Inputs are checked up front: channel count, and H, W multiples of 8 (named, with the nearest
   valid sizes); `pad_to_multiple` pads like the official validation and crops back.
+- Registered: `deeprftv2_b` (the official GoPro configuration, 30,117,560 parameters) and
+  `deeprftv2_s` (the same network at width 16, 3,626,232; no official weights).
+- Not supported: torch.fx tracing (the reversible columns' autograd Function, the in-place
+  alpha clamp and the dtype-dependent scan stop the tracer; torch.jit.trace, used by fvcore,
+  works: tracers take the plain column path).
 """
 
 from collections.abc import Callable, Sequence
