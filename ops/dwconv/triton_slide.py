@@ -225,17 +225,18 @@ def tap_chunks(taps: int, most: int = MAX_TAP_W) -> tuple[int, int]:
 # Per-shape table (no GPU has timed these; the report tool compiles every entry). Keys: layout
 # and the map's width class; values: (tile_h, tile_w, block_c, num_warps) for the forward.
 # NCHW: lanes run along W (one 128-byte row segment per warp load), 16 outputs per thread so a
-# tap's weight load is shared by 16 FMAs. channels_last: 4 channels per 16-byte load, 4 pixels
-# per thread.
+# tap's weight load is shared by 16 FMAs. channels_last: 4 channels per 16-byte load, 8 pixels
+# per thread (121 registers, 16 warps/SM; 8x8 tiles estimate 5% higher at 211 registers and
+# 8 warps/SM: a candidate for a GPU run to decide).
 FORWARD_TABLE = {
     ("nchw", 64): (32, 32, 1, 2),
     ("nchw", 32): (32, 32, 1, 2),
     ("nchw", 16): (16, 16, 1, 1),
     ("nchw", 8): (8, 8, 1, 1),
-    ("cl", 64): (8, 8, 64, 2),
-    ("cl", 32): (8, 8, 64, 2),
-    ("cl", 16): (8, 8, 64, 2),
-    ("cl", 8): (8, 8, 64, 2),
+    ("cl", 64): (4, 8, 64, 2),
+    ("cl", 32): (4, 8, 64, 2),
+    ("cl", 16): (4, 8, 64, 2),
+    ("cl", 8): (4, 8, 64, 2),
 }
 # Weight-grad: [pixels, channels, taps] accumulator of ~4096 fp32 (32 per thread at 4 warps).
 WEIGHT_GRAD_TABLE = {
@@ -255,7 +256,7 @@ WEIGHT_GRAD_TABLE = {
 # block_c, num_warps) overrides the table for every launch (block_c still capped to divide C).
 FORWARD_CANDIDATES = {
     "nchw": [(32, 32, 1, 2), (16, 32, 1, 1), (32, 32, 1, 4), (32, 32, 1, 1)],
-    "cl": [(8, 8, 64, 2), (4, 8, 64, 2), (8, 8, 32, 1), (4, 16, 64, 4)],
+    "cl": [(4, 8, 64, 2), (8, 8, 64, 2), (8, 8, 32, 1), (4, 16, 64, 4)],
 }
 WEIGHT_GRAD_CANDIDATES = {
     "nchw": [(4, 32, 1, 4), (8, 32, 1, 8), (8, 16, 1, 4)],
