@@ -149,8 +149,8 @@ def test_index_type_is_int64_only_when_an_image_spans_2_31_elements():
     small = torch.empty(4, 384, 64, 64, device="meta")
     big = torch.empty(1, 2**15, 2**8, 2**8 + 1, device="meta")  # one image > 2^31 elements
     if not triton_slide._INTERPRETED:
-        assert triton_slide._index_type(small) == triton_slide.tl.int32
-    assert triton_slide._index_type(big) == triton_slide.tl.int64
+        assert triton_slide.index_type(small) == triton_slide.tl.int32
+    assert triton_slide.index_type(big) == triton_slide.tl.int64
 
 
 class _Record:

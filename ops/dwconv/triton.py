@@ -58,6 +58,8 @@ from .._triton import (
 )
 from .._triton import jit as _jit
 from . import triton_slide, triton_tc
+from .triton_slide import accumulator as _accumulator
+from .triton_slide import index_type as _index_type
 
 # ----------------------------------------------------------------------------------------------
 # Kernels
@@ -317,22 +319,6 @@ def _weight_grad_tiles(out_hw, channels, taps_hw, channels_last: bool) -> _Tiles
 
 # ----------------------------------------------------------------------------------------------
 # Launchers
-
-
-def _index_type(*tensors: Tensor):
-    """Type of the in-kernel index arithmetic (the batch offset is always int64).
-
-    int32 on a GPU unless one image's span of memory exceeds it. The interpreter checks every
-    int32 add/sub/mul for overflow with ~8 extra numpy ops (int64 is exempt), which tripled its
-    run time, so it gets int64.
-    """
-    # largest element offset inside one image (dims C, H, W)
-    span = max(sum((t.shape[d] - 1) * abs(t.stride(d)) for d in (1, 2, 3)) for t in tensors)
-    return tl.int64 if _INTERPRETED or span >= 2**31 - 1 else tl.int32
-
-
-def _accumulator(dtype: torch.dtype):
-    return tl.float64 if dtype == torch.float64 else tl.float32
 
 
 def _kernel_view(weight: Tensor, channels_last: bool) -> Tensor:

@@ -308,13 +308,21 @@ def weight_grad_tiles(out_hw, channels: int, taps_w: int, channels_last: bool, t
 # Launchers
 
 
-def _index_type(*tensors: Tensor):
-    """int32 in-kernel offsets unless one image's span exceeds it (batch offsets are int64)."""
+def index_type(*tensors: Tensor):
+    """Type of the in-kernel index arithmetic (the batch offset is always int64); shared with
+    triton.py.
+
+    int32 on a GPU unless one image's span of memory exceeds it. The interpreter checks every
+    int32 add/sub/mul for overflow with ~8 extra numpy ops (int64 is exempt), which tripled its
+    run time, so it gets int64.
+    """
+    # largest element offset inside one image (dims C, H, W)
     span = max(sum((t.shape[d] - 1) * abs(t.stride(d)) for d in (1, 2, 3)) for t in tensors)
     return tl.int64 if _INTERPRETED or span >= _INT32_MAX else tl.int32
 
 
-def _accumulator(dtype: torch.dtype):
+def accumulator(dtype: torch.dtype):
+    """fp32 accumulation, fp64 for fp64 storage; shared with triton.py."""
     return tl.float64 if dtype == torch.float64 else tl.float32
 
 
@@ -374,7 +382,7 @@ def forward(
         n, c, h, ho, wo, off_h,
         *xp.stride(), *wk.stride(), *y.stride(), y.stride(3) if channels_last else 0,
         rows, dh, chunks,
-        HAS_BIAS=bias is not None, ACC=_accumulator(x.dtype), IDX=_index_type(xp, y), DIL_W=dw,
+        HAS_BIAS=bias is not None, ACC=accumulator(x.dtype), IDX=index_type(xp, y), DIL_W=dw,
         TILE_H=tiles.tile_h, TILE_W=tiles.tile_w, BLOCK_C=block_c, TAP_W=tap_w,
         num_warps=tiles.num_warps,
     )  # fmt: skip
@@ -425,7 +433,7 @@ def backward_weight(
         n, c, ho, wo,
         *xp.stride(), *grad_out.stride(), *ws.stride(),
         dh, rows, chunks, splits,
-        ACC=_accumulator(x.dtype), IDX=_index_type(xp, grad_out), DIL_W=dw,
+        ACC=accumulator(x.dtype), IDX=index_type(xp, grad_out), DIL_W=dw,
         TILE_H=tiles.tile_h, TILE_W=tiles.tile_w, BLOCK_C=tiles.block_c, TAP_W=tap_w,
         BLOCK_T=_pow2(tap_w), num_warps=tiles.num_warps,
     )  # fmt: skip
