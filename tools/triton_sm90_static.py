@@ -248,7 +248,7 @@ def _line(label, r) -> str:
     )
 
 
-def render(before, after, before_rev: str, after_rev: str) -> str:
+def render(before, after, before_rev: str, after_rev: str, notes: str = "") -> str:
     b, a = rows(before), rows(after)
     issue_labels = [
         f"{d}_{lay}_k{k}_{dr}"
@@ -277,6 +277,7 @@ def render(before, after, before_rev: str, after_rev: str) -> str:
         "min(fraction x min(issue, L1, tensor), HBM). Only a GPU run measures "
         "(`make gpu-check`).",
         "",
+        *([notes.rstrip("\n"), ""] if notes else []),
         "## The issue's labels, x = (64, 384, 32, 32), side by side",
         "",
         "| label | before: kernel | before: ceiling est | before: useful ceiling est "
@@ -307,12 +308,17 @@ def main() -> None:
     parser.add_argument("after")
     parser.add_argument("--before-rev", default="before")
     parser.add_argument("--after-rev", default="after")
+    parser.add_argument("--notes", help="a markdown file placed after the header")
     args = parser.parse_args()
     with open(args.before) as f:
         before = json.load(f)
     with open(args.after) as f:
         after = json.load(f)
-    sys.stdout.write(render(before, after, args.before_rev, args.after_rev))
+    notes = ""
+    if args.notes:
+        with open(args.notes) as f:
+            notes = f.read()
+    sys.stdout.write(render(before, after, args.before_rev, args.after_rev, notes))
 
 
 if __name__ == "__main__":
