@@ -14,7 +14,7 @@ from PIL import Image
 REPO = Path(__file__).resolve().parents[2]
 
 
-def run_tool(tool: str, *args: str, timeout: int = 900) -> subprocess.CompletedProcess:
+def run_tool(tool: str, *args: str, timeout: int = 3000) -> subprocess.CompletedProcess:
     """tools/<tool> in a fresh interpreter (as a user runs it), one thread, output captured."""
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONWARNINGS="ignore")
     return subprocess.run(
@@ -50,18 +50,22 @@ def make_ade20k(root: Path, n_train: int = 2, n_val: int = 2, size=(96, 128)) ->
 
 def make_coco(root: Path, n_train: int = 2, n_val: int = 2, size=(96, 128)) -> Path:
     """A tiny COCO-layout folder: {train,val}2017/*.jpg and annotations/instances_*.json with
-    two boxes + polygon masks (COCO categories person and car) per image."""
+    the 80 COCO categories and two boxes + polygon masks (person, car) per image."""
+    from mmdet.datasets import CocoDataset
+
     rng = np.random.default_rng(1)
     h, w = size
     (root / "annotations").mkdir(parents=True, exist_ok=True)
-    categories = [{"id": 1, "name": "person"}, {"id": 3, "name": "car"}]
+    names = CocoDataset.METAINFO["classes"]
+    categories = [{"id": i + 1, "name": name} for i, name in enumerate(names)]
+    person, car = names.index("person") + 1, names.index("car") + 1
     for split, count in (("train2017", n_train), ("val2017", n_val)):
         (root / split).mkdir(parents=True, exist_ok=True)
         images, annotations = [], []
         for i in range(count):
             image = rng.integers(0, 255, (h, w, 3), dtype=np.uint8)
             image_id = i + 1
-            for j, category in enumerate((1, 3)):
+            for j, category in enumerate((person, car)):
                 x, y = int(rng.integers(0, w - 48)), int(rng.integers(0, h - 48))
                 bw, bh = 40, 36
                 image[y : y + bh, x : x + bw] = 60 + 120 * j

@@ -78,6 +78,22 @@ def test_official_mmseg_backbone_equals_ours(zoo_mm, tmp_path, size):
         ours.reparameterize()  # in place (the official seg/det copies crash here)
         assert max(float((a - b).abs().max()) for a, b in zip(ours(x), want, strict=True)) < 1e-4
 
+        # an official ImageNet checkpoint (final norm + head, no norm0..3) under 'model'
+        module = import_official(OFFICIAL)
+        classifier = module.UniRepLKNet(**size, num_classes=10)
+        _randomize(classifier)
+        torch.save({"model": classifier.state_dict()}, tmp_path / "official_in1k.pth")
+        reference = module.UniRepLKNetBackbone(
+            **size, init_cfg=dict(type="Pretrained", checkpoint=None)
+        )
+        reference.load_state_dict(classifier.state_dict(), strict=False)  # as its init_weights
+        in1k = zoo_mm.UniRepLKNetBackbone(
+            **size, init_cfg=dict(type="Pretrained", checkpoint=str(tmp_path / "official_in1k.pth"))
+        )
+        in1k.init_weights()
+        for a, b in zip(in1k.eval()(x), reference.eval()(x), strict=True):
+            assert float((a - b).abs().max()) < 1e-4
+
         official.train()
         train_ours = zoo_mm.UniRepLKNetBackbone(
             **size, init_cfg=dict(type="Pretrained", checkpoint=str(path))

@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 from mm_data import REPO, make_ade20k, make_coco, run_tool
 
-pytestmark = pytest.mark.mm
+# real training runs: a few minutes each on an idle 2-core CPU, far more on a loaded one
+pytestmark = [pytest.mark.mm, pytest.mark.timeout(3600)]
 
 SEG = REPO / "configs/mm/mmseg"
 DET = REPO / "configs/mm/mmdet"
