@@ -324,16 +324,7 @@ for channels_last in (False, True):
         + (("sxh", "sxw", "swh", "sww", "syh", "syw") if cl else ("sxc", "swc", "syc")),
         tiles, HAS_BIAS=True, ACC=tl.float32,
     )
-    tiles = T._weight_grad_tiles((56, 56), 128, (31, 31), cl)
-    ptx_wgrad = build(
-        T._weight_grad_kernel,
-        {"x_ptr": "*bf16", "dy_ptr": "*bf16", "ws_ptr": "*fp32"},
-        ("sxc", "sdc", "sww") if cl else ("sxw", "sdw", "sww"),
-        ("x_ptr", "dy_ptr", "ws_ptr", "C", "sxn", "sdn", "sws", "swc")
-        + (("sxh", "sxw", "sdh", "sdw") if cl else ("sxc", "sdc")),
-        tiles, ACC=tl.float32,
-    )
-    print(cl, ptx_fwd.count("ld.global.v4"), ptx_wgrad.count("ld.global.v4"))
+    print(cl, ptx_fwd.count("ld.global.v4"))
 
 """
 
@@ -350,7 +341,9 @@ def test_triton_kernels_compile_for_h100_with_vector_loads_and_tensor_cores():
         for line in done.stdout.split("\n")
         if line
     }
-    assert counts["True"][0] > 0 and counts["True"][1] > 0, counts  # channels_last: vector loads
+    # channels_last: vector loads (the weight-grad's kernels compile in test_dwconv_triton_slide.py
+    # and test_dwconv_triton_tc.py)
+    assert counts["True"][0] > 0, counts
 
 
 # ----------------------------------------------------------------------------------------------

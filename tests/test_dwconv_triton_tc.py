@@ -20,7 +20,7 @@ import torch.nn.functional as F
 
 import ops
 from ops.dwconv import triton as dwconv_triton
-from ops.dwconv import triton_tc
+from ops.dwconv import triton_slide, triton_tc
 
 pytestmark = pytest.mark.skipif(dwconv_triton.triton is None, reason="triton is not importable")
 
@@ -58,7 +58,7 @@ def tc_everywhere(monkeypatch):
     monkeypatch.setattr(triton_tc, "DTYPES", (torch.float64,))
     monkeypatch.setattr(triton_tc, "MIN_WIDTH", 1)
     monkeypatch.setattr(dwconv_triton, "_direct_kernel", _Refuse())
-    monkeypatch.setattr(dwconv_triton, "_weight_grad_kernel", _Refuse())
+    monkeypatch.setattr(triton_slide, "_slide_weight_grad_kernel", _Refuse())
 
 
 @pytest.fixture(params=["tma", "pointers"])
@@ -185,7 +185,7 @@ HALF_CASES = [
 def test_tc_half_precision_close_to_fp32_reference(monkeypatch, dtype, case):
     monkeypatch.setattr(triton_tc, "ENABLED", True)
     monkeypatch.setattr(dwconv_triton, "_direct_kernel", _Refuse())
-    monkeypatch.setattr(dwconv_triton, "_weight_grad_kernel", _Refuse())
+    monkeypatch.setattr(triton_slide, "_slide_weight_grad_kernel", _Refuse())
     n, c, h, w, kernel, padding, dilation, channels_last, bias = case
     x, weight, b = _make(n, c, h, w, kernel, channels_last, bias, dtype)
     pad = _padding_pair(kernel, padding)

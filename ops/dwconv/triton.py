@@ -12,25 +12,21 @@ Four kernels:
 - The fp16/bf16 tensor-core forms (forward, input-gradient and weight-gradient with wide kernels
   on a GPU) live in ops/dwconv/triton_tc.py; `_direct` and `backward_weight` route to them
   (fp32 too when TF32 is allowed: `triton_tc.ALLOW_TF32`, ZOO_DWCONV_TF32=1, off by default).
-- fp32/fp64 with at least `triton_slide.SLIDE_MIN_TAPS` live taps, and every fp32/fp64
-  weight-gradient, go to the mask-free kernels of ops/dwconv/triton_slide.py (a zero-padded
-  copy of the input, the tap chunk unrolled at compile time, nested image/tile loops).
-- `_weight_grad_kernel`: each program owns [BLOCK_C channels, one chunk of TAP_H x TAP_W taps]
-  and one of SPLITS interleaved shares of the (image, output tile) pairs; it accumulates
-  x * grad_out element-wise in registers, reduces over pixels once at the end and writes its
-  partial sums to an fp32 workspace (SPLITS, C, kh, kw), which is then summed. Both weight-grads
-  are deterministic: no atomics, every output element written by one program.
-
+- fp32/fp64 with at least `triton_slide.SLIDE_MIN_TAPS` live taps, and every weight-gradient
+  the tensor-core kernels do not take, go to the mask-free kernels of
+  ops/dwconv/triton_slide.py (a zero-padded copy of the input, the tap chunk unrolled at
+  compile time, nested image/tile loops; the weight-gradient writes per-split partial sums to
+  an fp32 workspace that is summed after: deterministic, no atomics).
 All kernels address memory through strides, so NCHW and channels_last (and any other strided
 view) run unchanged; outputs are allocated in the input's memory format. Accumulation is fp32
 (fp64 for fp64 storage). Every load is upcast to that type before arithmetic, except the 16-bit
 tensor-core operands on a GPU (Triton's CPU interpreter computes bf16 arithmetic wrongly, so
 there they are upcast too).
 
-Taps that only read padding are never loaded: each program clips its tap loop (forward) or its
-pixel loop (weight-grad) to the range that can reach the map, separately along H and W.
+Taps that only read padding are never loaded: each program clips its tap loop to the range
+that can reach the map, separately along H and W.
 
-Tile shapes come from a heuristic table (`_direct_tiles`, `_weight_grad_tiles`) with two
+Tile shapes come from a heuristic table (`_direct_tiles`) with two
 targets. On a GPU: NHWC tiles of [32-128 pixels, up to 64 contiguous channels], NCHW tiles of
 one plane's [TILE_H x up to 64] pixels, one tap per loop iteration (loads hit L1), and the
 tensor-core kernels of triton_tc.py for fp16/bf16 with kw >= 13. None of it was timed (no GPU
@@ -42,7 +38,6 @@ per op.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import torch
@@ -143,86 +138,12 @@ def _direct_kernel(
     )
 
 
-@_jit
-def _weight_grad_kernel(
-    x_ptr, dy_ptr, ws_ptr,
-    N, C, H, W, HO, WO,
-    sxn, sxc, sxh, sxw,
-    sdn, sdc, sdh, sdw,
-    sws, swc, swh, sww,
-    pad_h, pad_w, dil_h, dil_w, KH, KW,
-    kh_first, kw_first, tap_chunks_w, SPLITS,
-    ACC: tl.constexpr, IDX: tl.constexpr,
-    TILE_H: tl.constexpr, TILE_W: tl.constexpr, BLOCK_P: tl.constexpr, BLOCK_C: tl.constexpr,
-    TAP_H: tl.constexpr, TAP_W: tl.constexpr, BLOCK_T: tl.constexpr,
-):  # fmt: skip
-    pid_t = tl.program_id(0).to(IDX)
-    pid_c = tl.program_id(1).to(IDX)
-    pid_s = tl.program_id(2).to(IDX)
-    th0 = kh_first + (pid_t // tap_chunks_w) * TAP_H
-    tw0 = kw_first + (pid_t % tap_chunks_w) * TAP_W
-    t = tl.arange(0, BLOCK_T).to(IDX)
-    th = th0 + t // TAP_W
-    tw = tw0 + t % TAP_W
-    t_ok = (t < TAP_H * TAP_W) & (th < KH) & (tw < KW)
-    c = pid_c * BLOCK_C + tl.arange(0, BLOCK_C).to(IDX)
-    c_ok = c < C
-
-    # Output pixels that reach the map through at least one tap of this chunk; the rest only
-    # multiply padding.
-    oh_lo = tl.maximum(pad_h - (tl.minimum(th0 + TAP_H, KH) - 1) * dil_h, 0)
-    oh_hi = tl.minimum(H + pad_h - th0 * dil_h, HO)
-    ow_lo = tl.maximum(pad_w - (tl.minimum(tw0 + TAP_W, KW) - 1) * dil_w, 0)
-    ow_hi = tl.minimum(W + pad_w - tw0 * dil_w, WO)
-    tiles_h = (tl.maximum(oh_hi - oh_lo, 0) + TILE_H - 1) // TILE_H
-    tiles_w = (tl.maximum(ow_hi - ow_lo, 0) + TILE_W - 1) // TILE_W
-    tiles = tiles_h * tiles_w
-
-    p = tl.arange(0, BLOCK_P).to(IDX)
-    p_row = p // TILE_W
-    p_col = p % TILE_W
-    p_in = p < TILE_H * TILE_W
-    tap_dh = (th * dil_h - pad_h)[None, :]
-    tap_dw = (tw * dil_w - pad_w)[None, :]
-    x_chan = (c * sxc)[None, :, None]
-    chan_ok = c_ok[None, :, None]
-    acc = tl.zeros((BLOCK_P, BLOCK_C, BLOCK_T), dtype=ACC)
-    for i in range(pid_s, N * tiles, SPLITS):
-        n = (i // tiles).to(tl.int64)
-        r = i % tiles
-        oh = oh_lo + (r // tiles_w) * TILE_H + p_row
-        ow = ow_lo + (r % tiles_w) * TILE_W + p_col
-        p_ok = p_in & (oh < oh_hi) & (ow < ow_hi)
-        dy = tl.load(
-            dy_ptr + n * sdn + (oh * sdh + ow * sdw)[:, None] + (c * sdc)[None, :],
-            mask=p_ok[:, None] & c_ok[None, :],
-            other=0.0,
-        ).to(ACC)
-        ih = oh[:, None] + tap_dh  # [BLOCK_P, BLOCK_T]
-        iw = ow[:, None] + tap_dw
-        ok = p_ok[:, None] & t_ok[None, :] & (ih >= 0) & (ih < H) & (iw >= 0) & (iw < W)
-        xv = tl.load(
-            x_ptr + n * sxn + (ih * sxh + iw * sxw)[:, None, :] + x_chan,
-            mask=ok[:, None, :] & chan_ok,
-            other=0.0,
-        ).to(ACC)
-        acc += xv * dy[:, :, None]
-
-    partial = tl.sum(acc, axis=0)  # [BLOCK_C, BLOCK_T]
-    tl.store(
-        ws_ptr + pid_s * sws + (c * swc)[:, None] + (th * swh + tw * sww)[None, :],
-        partial,
-        mask=c_ok[:, None] & t_ok[None, :],
-    )
-
-
 # ----------------------------------------------------------------------------------------------
 # Launch parameters
 
 # "interpreter": few programs with large blocks (the interpreter's cost is per tl op);
 # "gpu": tiles sized for an H100 (tests switch to it to check those code paths on CPU).
 _TUNING = "interpreter" if _INTERPRETED else "gpu"
-_GPU_PROGRAMS = 4 * 132  # weight-grad splits aim at ~4 programs per H100 SM
 _INTERPRETER_BLOCK_ELEMENTS = 1 << 16  # per-op element budget: ~1 ms per op in numpy
 
 
@@ -298,25 +219,6 @@ def _direct_tiles(out_hw, channels, taps_hw, channels_last: bool) -> _Tiles:
     return _Tiles(tile_h, tile_w, 1, 1, 1, _warps(tile_h * tile_w, 8))
 
 
-def _weight_grad_tiles(out_hw, channels, taps_hw, channels_last: bool) -> _Tiles:
-    if _TUNING == "interpreter":
-        return _interpreter_tiles(out_hw, channels, taps_hw)
-    # The accumulator is [BLOCK_P, BLOCK_C, taps]: keep it near 4096 fp32 (32 per thread).
-    ho, wo = out_hw
-    tap_w = min(_pow2(taps_hw[1]), 8)
-    if channels_last:
-        block_c = min(_pow2(channels), 32)
-        block_p = max(8, 4096 // (block_c * tap_w))
-        tile_w = min(_pow2(wo), 8, block_p)
-    else:
-        block_c = 1
-        block_p = 4096 // tap_w
-        tile_w = min(_pow2(wo), 64)
-    tile_h = max(1, min(_pow2(ho), block_p // tile_w))
-    elements = tile_h * tile_w * block_c * tap_w
-    return _Tiles(tile_h, tile_w, block_c, 1, tap_w, _warps(elements // 4, 4))
-
-
 # ----------------------------------------------------------------------------------------------
 # Launchers
 
@@ -329,13 +231,11 @@ def _kernel_view(weight: Tensor, channels_last: bool) -> Tensor:
     return w.contiguous()
 
 
-def _slide_applies(x: Tensor, live_taps: int | None) -> bool:
-    """fp32/fp64 go to the mask-free kernels of triton_slide.py: always for the weight-grad
-    (live_taps None), for the forward from SLIDE_MIN_TAPS live taps (below, the op is
-    memory-bound and the padded copy would cost more than the masks)."""
-    if x.dtype not in (torch.float32, torch.float64):
-        return False
-    return live_taps is None or live_taps >= triton_slide.SLIDE_MIN_TAPS
+def _slide_applies(x: Tensor, live_taps: int) -> bool:
+    """fp32/fp64 forwards from SLIDE_MIN_TAPS live taps take the mask-free kernels of
+    triton_slide.py (below, the op is memory-bound and the padded copy would cost more than the
+    masks). Every weight-grad the tensor-core kernels do not take goes there too."""
+    return x.dtype in (torch.float32, torch.float64) and live_taps >= triton_slide.SLIDE_MIN_TAPS
 
 
 def _direct(
@@ -432,29 +332,4 @@ def backward_weight(
         grad_w = triton_tc.backward_weight(grad_out, x, kernel_hw, padding, dilation)
         if grad_w is not None:
             return grad_w
-    if _slide_applies(x, None):
-        return triton_slide.backward_weight(grad_out, x, kernel_hw, padding, dilation, _TUNING)
-    tiles = _weight_grad_tiles((ho, wo), c, (kh_hi - kh_lo, kw_hi - kw_lo), is_channels_last(x))
-    chunks_h = triton.cdiv(kh_hi - kh_lo, tiles.tap_h)
-    chunks_w = triton.cdiv(kw_hi - kw_lo, tiles.tap_w)
-    c_blocks = triton.cdiv(c, tiles.block_c)
-    if _TUNING == "interpreter":
-        splits = 1
-    else:
-        pixel_tiles = n * triton.cdiv(ho, tiles.tile_h) * triton.cdiv(wo, tiles.tile_w)
-        splits = max(
-            1, min(pixel_tiles, math.ceil(_GPU_PROGRAMS / (chunks_h * chunks_w * c_blocks)))
-        )
-    # Every (split, channel, tap) of the workspace is written by exactly one program; taps that
-    # only read padding stay zero.
-    ws = torch.zeros((splits, c, kh, kw), dtype=acc_dtype, device=x.device)
-    grid = (chunks_h * chunks_w, c_blocks, splits)
-    _weight_grad_kernel[grid](
-        x, grad_out, ws,
-        n, c, h, w, ho, wo,
-        *x.stride(), *grad_out.stride(), *ws.stride(),
-        padding[0], padding[1], dilation[0], dilation[1], kh, kw,
-        kh_lo, kw_lo, chunks_w, splits,
-        ACC=_accumulator(x.dtype), IDX=_index_type(x, grad_out), **tiles.constexprs(),
-    )  # fmt: skip
-    return ws.sum(0).unsqueeze(1)
+    return triton_slide.backward_weight(grad_out, x, kernel_hw, padding, dilation, _TUNING)
