@@ -321,3 +321,24 @@ def test_tf32_mode_accuracy_against_float64(monkeypatch, channels_last):
         error = ((got.double() - want).abs().max() / want.abs().max()).item()
         # above fp32 rounding (the TF32 truncation is in effect), within the documented bound
         assert 1e-5 < error < TF32_ERROR, (name, error)
+
+
+# fp16 / bf16 storage where the tensor-core kernels do not apply (kernels narrower than 13):
+# fp32 accumulation; tolerances relative to the largest fp32 reference value, as in
+# tests/test_dwconv_triton.py (the interpreter truncates fp32 -> bf16 on store).
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16], ids=str)
+@pytest.mark.parametrize("channels_last", [False, True], ids=["nchw", "cl"])
+def test_slide_kernels_half_precision(slide_only, dtype, channels_last):
+    x, weight, b = _make(2, 4, 9, 8, (7, 7), channels_last, True, dtype)
+    y = dwconv_triton.forward(x, weight, b, (6, 6), (2, 2))
+    grad = _grads(y.shape, dtype)
+    grad_w = dwconv_triton.backward_weight(grad, x, (7, 7), (6, 6), (2, 2))
+    ref_y = F.conv2d(x.float(), weight.float(), b.float(), padding=6, dilation=2, groups=4)
+    ref_w = torch.ops.aten.convolution_backward(
+        grad.float(), x.float(), weight.float(), None, [1, 1], [6, 6], [2, 2], False, [0, 0], 4,
+        [False, True, False],
+    )[1]  # fmt: skip
+    tolerance = {torch.float16: 1e-3, torch.bfloat16: 1e-2}[dtype]
+    assert y.dtype == dtype and grad_w.dtype == torch.float32
+    for got, want in ((y, ref_y), (grad_w, ref_w)):
+        assert (got.float() - want).abs().max() <= tolerance * want.abs().max()

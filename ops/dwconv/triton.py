@@ -12,11 +12,13 @@ Four kernels:
 - The fp16/bf16 tensor-core forms (forward, input-gradient and weight-gradient with wide kernels
   on a GPU) live in ops/dwconv/triton_tc.py; `_direct` and `backward_weight` route to them
   (fp32 too when TF32 is allowed: `triton_tc.ALLOW_TF32`, ZOO_DWCONV_TF32=1, off by default).
-- fp32/fp64 with at least `triton_slide.SLIDE_MIN_TAPS` live taps, and every weight-gradient
-  the tensor-core kernels do not take, go to the mask-free kernels of
+- Forwards with at least `triton_slide.SLIDE_MIN_TAPS` live taps and every weight-gradient
+  that the tensor-core kernels do not take (fp32/fp64 always; fp16/bf16 with narrow kernels)
+  go to the mask-free kernels of
   ops/dwconv/triton_slide.py (a zero-padded copy of the input, the tap chunk unrolled at
   compile time, nested image/tile loops; the weight-gradient writes per-split partial sums to
   an fp32 workspace that is summed after: deterministic, no atomics).
+
 All kernels address memory through strides, so NCHW and channels_last (and any other strided
 view) run unchanged; outputs are allocated in the input's memory format. Accumulation is fp32
 (fp64 for fp64 storage). Every load is upcast to that type before arithmetic, except the 16-bit
@@ -231,11 +233,12 @@ def _kernel_view(weight: Tensor, channels_last: bool) -> Tensor:
     return w.contiguous()
 
 
-def _slide_applies(x: Tensor, live_taps: int) -> bool:
-    """fp32/fp64 forwards from SLIDE_MIN_TAPS live taps take the mask-free kernels of
-    triton_slide.py (below, the op is memory-bound and the padded copy would cost more than the
-    masks). Every weight-grad the tensor-core kernels do not take goes there too."""
-    return x.dtype in (torch.float32, torch.float64) and live_taps >= triton_slide.SLIDE_MIN_TAPS
+def _slide_applies(live_taps: int) -> bool:
+    """Forwards from SLIDE_MIN_TAPS live taps that the tensor-core kernels do not take (any
+    dtype) run on the mask-free kernels of triton_slide.py; below, the op is memory-bound and the
+    padded copy would cost more than the masks. Every weight-grad the tensor-core kernels do not
+    take goes there too."""
+    return live_taps >= triton_slide.SLIDE_MIN_TAPS
 
 
 def _direct(
@@ -262,7 +265,7 @@ def _direct(
         live_taps(h, ho, kh, padding[0], dilation[0]),
         live_taps(w, wo, kw, padding[1], dilation[1]),
     )
-    if _slide_applies(x, (taps_hw[0][1] - taps_hw[0][0]) * (taps_hw[1][1] - taps_hw[1][0])):
+    if _slide_applies((taps_hw[0][1] - taps_hw[0][0]) * (taps_hw[1][1] - taps_hw[1][0])):
         return triton_slide.forward(x, weight, bias, padding, dilation, out_hw, _TUNING)
     wk = _kernel_view(weight, channels_last)
     common = (

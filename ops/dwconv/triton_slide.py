@@ -1,5 +1,6 @@
-"""Mask-free CUDA-core Triton kernels for the depthwise op over a zero-padded copy of the input
-(the fp32 / fp64 path of `ops.dwconv.triton` for kernels with many taps).
+"""Mask-free CUDA-core Triton kernels for the depthwise op over a zero-padded copy of the input:
+the path of `ops.dwconv.triton` for forwards with many taps and for weight-gradients that the
+tensor-core kernels (triton_tc.py: fp16/bf16 with wide kernels) do not take, in any dtype.
 
 Notation as in `ops/dwconv/triton.py`. The launchers copy the input once into a buffer `xp`
 that holds every element a tile can read, zeros outside the map, laid out so that output pixel
