@@ -40,7 +40,12 @@ def _original(family: str) -> tuple[str, nn.Module, dict]:
     if family == "inceptionnext":  # timm's port: another implementation, the official keys
         source = _timm_inception_next("inceptionnext_atto").eval()
         return "inceptionnext_atto", source, {"model": source.state_dict()}
-    name = {"unireplknet": "unireplknet_a", "mkunet": "mk_unet_t", "bevanet": "bevanet_s"}[family]
+    name = {
+        "unireplknet": "unireplknet_a",
+        "mkunet": "mk_unet_t",
+        "bevanet": "bevanet_s",
+        "deeprftv2": "deeprftv2_s",
+    }[family]
     source = randomize_(timm.create_model(name)).eval()
     if family == "unireplknet":
         return name, source, {"model": unireplknet_official(source), "epoch": 299}
@@ -49,6 +54,12 @@ def _original(family: str) -> tuple[str, nn.Module, dict]:
     if family == "bevanet":  # what the official FullModel training wrapper saves in best.pt
         saved = {"model." + k: v for k, v in bevanet_official(source).items()}
         return name, source, {**saved, "sem_loss.criterion.weight": torch.ones(19)}
+    if family == "deeprftv2":  # basicsr's net_g_*.pth: {"params": {"global_model.*": ...}}
+        return (
+            name,
+            source,
+            {"params": {f"global_model.{k}": v for k, v in source.state_dict().items()}},
+        )
     raise AssertionError(f"no official layout for the {family} family: add one here")
 
 

@@ -183,8 +183,11 @@ class ReversibleColumn(nn.Module):
             raise ValueError(f"{type(self).__name__} has {k} levels: got {len(prev)} states")
         for i in range(k):
             clamp_abs_(self.alpha(i), 1e-3)
-        # tracers (jit for fvcore, fx) record the plain path: the same math, visible ops
-        tracing = torch.jit.is_tracing() or is_fx_symbolic_tracing()
+        # tracers (jit for fvcore, fx) and torch.compile (dynamo cannot trace the backward's
+        # autograd.grad) take the plain path: the same math, visible ops, no memory saving
+        tracing = (
+            torch.jit.is_tracing() or is_fx_symbolic_tracing() or torch.compiler.is_compiling()
+        )
         if self.save_memory and torch.is_grad_enabled() and not tracing:
             params = tuple(self.parameters())
             return list(_ReversibleColumnFn.apply(self, x, *prev, *sides, *params))
