@@ -208,6 +208,12 @@ for fmt, tag in ((torch.contiguous_format, "nchw"), (torch.channels_last, "cl"))
         S.forward(x, w, None, pad, (dil, dil), (hw, hw), "gpu")
         S.backward_weight(x, x, (kh, kw), pad, (dil, dil), "gpu")
         compile_all(f"{tag}:{kh}x{kw}:d{dil}:{hw}")
+    if sys.argv[1] == "all":  # bf16 where the tensor-core kernels do not apply (7x7 d2)
+        x = torch.empty(8, 320, 14, 14, dtype=torch.bfloat16, device="meta", memory_format=fmt)
+        w = torch.empty(320, 1, 7, 7, dtype=torch.bfloat16, device="meta")
+        S.forward(x, w, None, (6, 6), (2, 2), (14, 14), "gpu")
+        S.backward_weight(x, x, (7, 7), (6, 6), (2, 2), "gpu")
+        compile_all(f"{tag}:bf16:7x7:d2:14")
 """
 
 
@@ -229,8 +235,9 @@ def test_slide_kernels_compile_for_h100_without_spills():
 
 @pytest.mark.slow
 def test_slide_kernels_compile_for_h100_without_spills_at_the_limits():
-    """13x13 on 32x32 and 14x14, 1x129 (5 chunks), 3x51 at dilation 3; both layouts."""
-    assert len(_compile_for_h100("all")) == 2 * 2 * 5
+    """13x13 on 32x32 and 14x14, 1x129 (5 chunks), 3x51 at dilation 3, bf16 7x7 at dilation 2;
+    both layouts."""
+    assert len(_compile_for_h100("all")) == 2 * 2 * 6
 
 
 _SCENARIO_LABELS = r"""
