@@ -349,3 +349,31 @@ def test_slide_kernels_half_precision(slide_only, dtype, channels_last):
     assert y.dtype == dtype and grad_w.dtype == torch.float32
     for got, want in ((y, ref_y), (grad_w, ref_w)):
         assert (got.float() - want).abs().max() <= tolerance * want.abs().max()
+
+
+def test_direct_kernel_grids_stay_within_hardware_limits(monkeypatch):
+    """The masked direct kernel (forwards with fewer than SLIDE_MIN_TAPS live taps) launches
+    once per slice of at most 65535 channel blocks (NCHW: one channel per block)."""
+    record = _Record()
+    monkeypatch.setattr(dwconv_triton, "_TUNING", "gpu")
+    monkeypatch.setattr(dwconv_triton, "_direct_kernel", record)
+    x = torch.empty(1, 140_000, 8, 8, device="meta")
+    dwconv_triton.forward(x, torch.empty(140_000, 1, 3, 3, device="meta"), None, (1, 1), (1, 1))
+    assert [grid[1] for grid in record.grids] == [65535, 65535, 140_000 - 2 * 65535]
+
+
+@pytest.mark.parametrize("channels_last", [False, True], ids=["nchw", "cl"])
+def test_direct_kernel_channel_slices_match_conv2d(monkeypatch, channels_last):
+    """The per-slice launches (here slices of 2 channel blocks) give F.conv2d's result."""
+    monkeypatch.setattr(dwconv_triton, "_TUNING", "gpu")
+    monkeypatch.setattr(dwconv_triton, "_MAX_GRID_YZ", 2)
+    x, weight, b = _make(2, 5, 6, 7, (3, 3), channels_last, True)
+    y = dwconv_triton.forward(x, weight, b, (1, 1), (1, 1))
+    ref = F.conv2d(x, weight, b, padding=1, groups=5)
+    torch.testing.assert_close(y, ref, atol=1e-12, rtol=0)
+    grad = _grads(y.shape, y.dtype)
+    grad_x = dwconv_triton.backward_input(grad, weight, (6, 7), (1, 1), (1, 1))
+    ref_x = torch.ops.aten.convolution_backward(
+        grad, x, weight, None, [1, 1], [1, 1], [1, 1], False, [0, 0], 5, [True, False, False]
+    )[0]
+    torch.testing.assert_close(grad_x, ref_x, atol=1e-12, rtol=0)

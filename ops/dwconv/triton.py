@@ -146,6 +146,7 @@ def _direct_kernel(
 # "interpreter": few programs with large blocks (the interpreter's cost is per tl op);
 # "gpu": tiles sized for an H100 (tests switch to it to check those code paths on CPU).
 _TUNING = "interpreter" if _INTERPRETED else "gpu"
+_MAX_GRID_YZ = 65535  # CUDA's limit on grid axes 1 and 2
 _INTERPRETER_BLOCK_ELEMENTS = 1 << 16  # per-op element budget: ~1 ms per op in numpy
 
 
@@ -268,20 +269,22 @@ def _direct(
     if _slide_applies((taps_hw[0][1] - taps_hw[0][0]) * (taps_hw[1][1] - taps_hw[1][0])):
         return triton_slide.forward(x, weight, bias, padding, dilation, out_hw, _TUNING)
     wk = _kernel_view(weight, channels_last)
-    common = (
-        x, wk, x if bias is None else bias, y,
-        c, h, w, ho, wo,
-        *x.stride(), *wk.stride(), *y.stride(),
-        padding[0], padding[1], dilation[0], dilation[1], kh, kw,
-    )  # fmt: skip
     flags = dict(HAS_BIAS=bias is not None, ACC=_accumulator(x.dtype), IDX=_index_type(x, y))
     taps = (taps_hw[0][1] - taps_hw[0][0], taps_hw[1][1] - taps_hw[1][0])
     tiles = _direct_tiles(out_hw, c, taps, channels_last)
-    grid = (
-        n * triton.cdiv(ho, tiles.tile_h) * triton.cdiv(wo, tiles.tile_w),
-        triton.cdiv(c, tiles.block_c),
-    )
-    _direct_kernel[grid](*common, **flags, **tiles.constexprs())
+    spatial = n * triton.cdiv(ho, tiles.tile_h) * triton.cdiv(wo, tiles.tile_w)
+    # grid axis 1 holds at most 65535 channel blocks: more channels launch once per slice
+    step = _MAX_GRID_YZ * tiles.block_c
+    for c0 in range(0, c, step):
+        cs = slice(c0, min(c, c0 + step))
+        xs, ws, ys = x[:, cs], wk[cs], y[:, cs]
+        _direct_kernel[(spatial, triton.cdiv(cs.stop - c0, tiles.block_c))](
+            xs, ws, xs if bias is None else bias[cs], ys,
+            cs.stop - c0, h, w, ho, wo,
+            *xs.stride(), *ws.stride(), *ys.stride(),
+            padding[0], padding[1], dilation[0], dilation[1], kh, kw,
+            **flags, **tiles.constexprs(),
+        )  # fmt: skip
     return y
 
 
