@@ -247,7 +247,10 @@ def test_layer_decay_constructor(zoo_mm):
             self.backbone = backbone
             self.decode_head = nn.Conv2d(320, 4, 1)
 
-    model = Segmentor(zoo_mm.UniRepLKNetBackbone(depths=(2, 2, 9, 2), dims=A["dims"]))
+    kernel_sizes = ((3,) * 2, (3,) * 2, (3,) * 9, (3,) * 2)
+    model = Segmentor(
+        zoo_mm.UniRepLKNetBackbone(depths=(2, 2, 9, 2), dims=A["dims"], kernel_sizes=kernel_sizes)
+    )
     cfg = dict(
         type="OptimWrapper",
         optimizer=dict(type="AdamW", lr=1e-4, weight_decay=0.05),
