@@ -93,6 +93,20 @@ def _tc_candidates():
             yield f"{tag}_wgrad", partial(_candidate, i, wgrad), flops
 
 
+def _patched(module, name: str, value, fn):
+    """fn run with module.name = value (restored after)."""
+
+    def run():
+        saved = getattr(module, name)
+        setattr(module, name, value)
+        try:
+            fn()
+        finally:
+            setattr(module, name, saved)
+
+    return run
+
+
 def _input(shape, dtype, fmt):
     return torch.empty(shape, dtype=dtype, device="meta", memory_format=fmt)
 
@@ -133,33 +147,13 @@ def scenarios():
             yield from _calls(f"limit_{dname}_{lname}_3x51d3", x, (3, 51), (3, 75), (3, 3))
 
     # The opt-in TF32 mode for fp32 storage (example shape).
-    def tf32(fn):
-        def run():
-            triton_tc.ALLOW_TF32 = True
-            try:
-                fn()
-            finally:
-                triton_tc.ALLOW_TF32 = False
-
-        return run
-
     for lname, fmt in LAYOUTS.items():
         for k in (13, 31):
             x = _input((64, 384, 32, 32), torch.float32, fmt)
             for label, fn, flops in _calls(f"tf32_{lname}_k{k}", x, (k, k), (k // 2, k // 2)):
-                yield label, tf32(fn), flops
+                yield label, _patched(triton_tc, "ALLOW_TF32", True, fn), flops
 
     # The fp32 sliding kernels' alternative configurations (k = 31, example shape).
-    def forced(config, fn):
-        def run():
-            triton_slide.FORCE_CONFIG = config
-            try:
-                fn()
-            finally:
-                triton_slide.FORCE_CONFIG = None
-
-        return run
-
     for lname, fmt in LAYOUTS.items():
         x = _input((64, 384, 32, 32), torch.float32, fmt)
         wt = torch.empty(384, 1, 31, 31, device="meta")
@@ -175,4 +169,4 @@ def scenarios():
                 else:
                     fn = lambda x=x: T.backward_weight(x, x, (31, 31), (15, 15), (1, 1))  # noqa: E731
                 label = f"cand_fp32_{lname}_k31_{direction}_{th}x{tw}c{bc}w{warps}"
-                yield label, forced(config, fn), flops
+                yield label, _patched(triton_slide, "FORCE_CONFIG", config, fn), flops
