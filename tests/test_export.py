@@ -30,6 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tools"))
 import export as export_tool  # noqa: E402
 from export import ExportError, export  # noqa: E402
 from test_models_common import FAMILY_SMALLEST, SMALLEST, randomize_  # noqa: E402
+from zoo_registry import SLOW_TO_TRACE  # noqa: E402
 
 from zoo.layers.nafnet import EVSS2D  # noqa: E402
 
@@ -130,9 +131,8 @@ def test_onnx_helpers_import_no_onnxscript_when_ops_loads() -> None:
 # Every family: ONNX, torch.export, torch.compile
 
 
-# Families whose smallest model takes minutes to trace (dynamo / torch.export: DeepRFTv2's
-# ~2,000 modules and 2 x 24 scans): their export and compile checks run with the slow tests.
-SLOW_TO_TRACE = ("deeprftv2",)
+# Families whose smallest model takes minutes to trace (zoo_registry.SLOW_TO_TRACE): their
+# export and compile checks run with the slow tests.
 
 
 def _traced(family: str):

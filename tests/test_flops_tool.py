@@ -23,7 +23,8 @@ import ops
 import zoo
 from zoo.layers.nafnet import DepthwiseConv1d
 
-from test_models_common import FAMILY_SMALLEST, SMALLEST, randomize_  # isort: skip
+from test_models_common import SMALLEST, randomize_  # isort: skip
+from zoo_registry import SLOW_TO_TRACE  # isort: skip
 
 ROOT = Path(__file__).resolve().parents[1]
 import sys  # noqa: E402
@@ -71,7 +72,14 @@ def plain_conv2d_copy(model: nn.Module) -> nn.Module:
     return model
 
 
-@pytest.mark.parametrize("family", FAMILY_SMALLEST)
+def _traced(family: str):
+    """Families whose smallest model takes minutes to trace (zoo_registry.SLOW_TO_TRACE) run
+    with the slow tests."""
+    marks = [pytest.mark.slow] if family in SLOW_TO_TRACE else []
+    return pytest.param(family, id=SMALLEST[family], marks=marks)
+
+
+@pytest.mark.parametrize("family", [_traced(f) for f in zoo.models.FAMILIES])
 def test_count_equals_fvcore_of_the_plain_conv2d_model(family) -> None:
     torch.manual_seed(0)
     model = randomize_(timm.create_model(SMALLEST[family])).eval()
@@ -144,6 +152,7 @@ def test_record_covers_every_registered_tag_with_the_codes_parameter_counts() ->
 
 def _current(tag: str):
     slow = math.prod(ROWS[tag]["input_size"]) > 3 * 512 * 512
+    slow = slow or ROWS[tag]["family"] in SLOW_TO_TRACE
     return pytest.param(tag, id=tag, marks=[pytest.mark.slow] if slow else [])
 
 

@@ -31,3 +31,9 @@ SMALLEST: dict[str, str] = {f: min(names, key=n_params) for f, names in MODELS.i
 def is_dense(name: str) -> bool:
     """A dense-prediction model (DESIGN.md: it has `forward_heads`), not a classifier."""
     return hasattr(meta_model(name), "forward_heads")
+
+
+# Families whose smallest model takes minutes to trace (torch.jit for fvcore, dynamo,
+# torch.export: DeepRFTv2's ~2,000 modules and 2 x 24 selective scans): the tests that trace
+# whole models mark them slow.
+SLOW_TO_TRACE: tuple[str, ...] = ("deeprftv2",)
