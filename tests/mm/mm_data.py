@@ -1,4 +1,5 @@
-"""Helpers of the mm tests: tiny ADE20K / COCO folders and running tools/ like a user."""
+"""Helpers of the mm tests: tiny ADE20K / COCO folders, running tools/ like a user, random
+weights."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import torch
 from PIL import Image
 
 REPO = Path(__file__).resolve().parents[2]
@@ -87,3 +89,18 @@ def make_coco(root: Path, n_train: int = 2, n_val: int = 2, size=(96, 128)) -> P
         with open(root / "annotations" / f"instances_{split}.json", "w") as f:
             json.dump({"images": images, "annotations": annotations, "categories": categories}, f)
     return root
+
+
+def randomize(module: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
+    """Non-trivial weights and BN statistics (GRN, layer scale and norms included)."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, p in module.named_parameters():
+            base = 1.0 if name.endswith("weight") and p.dim() == 1 and "grn" not in name else 0.0
+            p.copy_(base + 0.1 * torch.randn(p.shape, generator=g))
+        for name, b in module.named_buffers():
+            if name.endswith("running_var"):
+                b.copy_(0.5 + torch.rand(b.shape, generator=g))
+            elif name.endswith("running_mean"):
+                b.copy_(0.1 * torch.randn(b.shape, generator=g))
+    return module

@@ -13,7 +13,7 @@ import timm
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from mm_data import REPO
+from mm_data import REPO, randomize
 
 from zoo.errors import CheckpointError, ConfigError
 
@@ -22,21 +22,6 @@ pytestmark = pytest.mark.mm
 # UniRepLKNet-A sizes (the smallest official depths): quick on a CPU
 A = dict(depths=(2, 2, 6, 2), dims=(40, 80, 160, 320))
 ATTO = dict(depths=(2, 2, 6, 2), dims=(40, 80, 160, 320), band_kernel_size=9, branch_ratio=0.25)
-
-
-def _randomize(module: nn.Module, seed: int = 0) -> nn.Module:
-    """Non-trivial weights and BN statistics (GRN, layer scale and norms included)."""
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for name, p in module.named_parameters():
-            base = 1.0 if name.endswith("weight") and p.dim() == 1 and "grn" not in name else 0.0
-            p.copy_(base + 0.1 * torch.randn(p.shape, generator=g))
-        for name, b in module.named_buffers():
-            if name.endswith("running_var"):
-                b.copy_(0.5 + torch.rand(b.shape, generator=g))
-            elif name.endswith("running_mean"):
-                b.copy_(0.1 * torch.randn(b.shape, generator=g))
-    return module
 
 
 def _max_diff(a, b) -> float:
@@ -133,7 +118,7 @@ def test_out_indices_subset_and_frozen_stages_and_norm_eval(zoo_mm):
 def test_imagenet_checkpoint_through_init_cfg(zoo_mm, tmp_path):
     """A classifier checkpoint (head and final norm dropped); norm0..3 keep their initial
     values, so each output is the classifier's stage output through a plain LayerNorm."""
-    clf = _randomize(timm.create_model("unireplknet_a")).eval()
+    clf = randomize(timm.create_model("unireplknet_a")).eval()
     path = tmp_path / "unireplknet_a_in1k.pth"
     torch.save({"model": clf.state_dict()}, path)
     backbone = zoo_mm.UniRepLKNetBackbone(
@@ -148,7 +133,7 @@ def test_imagenet_checkpoint_through_init_cfg(zoo_mm, tmp_path):
         ]
         assert _max_diff(backbone(x), want) < 1e-4
 
-    inx = _randomize(timm.create_model("inceptionnext_atto")).eval()
+    inx = randomize(timm.create_model("inceptionnext_atto")).eval()
     path = tmp_path / "inceptionnext_atto.pth"
     torch.save(inx.state_dict(), path)
     backbone = zoo_mm.InceptionNeXtBackbone(
@@ -165,7 +150,7 @@ def test_imagenet_checkpoint_through_init_cfg(zoo_mm, tmp_path):
 
 
 def test_seg_checkpoint_prefix_and_wrong_checkpoints(zoo_mm, tmp_path):
-    source = _randomize(zoo_mm.UniRepLKNetBackbone(**A)).eval()
+    source = randomize(zoo_mm.UniRepLKNetBackbone(**A)).eval()
     seg = {f"backbone.{k}": v for k, v in source.state_dict().items()}
     seg["decode_head.conv_seg.weight"] = torch.zeros(150, 512, 1, 1)
     path = tmp_path / "upernet_unireplknet_a.pth"
@@ -216,7 +201,7 @@ def test_deploy_and_in_place_reparameterisation(zoo_mm, tmp_path, family):
         if family == "unireplknet"
         else (zoo_mm.InceptionNeXtBackbone, ATTO)
     )
-    trained = _randomize(cls(**args)).eval()
+    trained = randomize(cls(**args)).eval()
     path = tmp_path / "trained.pth"
     torch.save({"state_dict": {f"backbone.{k}": v for k, v in trained.state_dict().items()}}, path)
     x = torch.randn(2, 3, 64, 64)

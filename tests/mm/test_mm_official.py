@@ -12,23 +12,11 @@ import os
 
 import pytest
 import torch
+from mm_data import randomize
 
 pytestmark = pytest.mark.mm
 
 OFFICIAL = os.environ.get("ZOO_OFFICIAL_UNIREPLKNET_MM")
-
-
-def _randomize(module: torch.nn.Module) -> None:
-    g = torch.Generator().manual_seed(0)
-    with torch.no_grad():
-        for name, p in module.named_parameters():
-            base = 1.0 if name.endswith("weight") and p.dim() == 1 else 0.0
-            p.copy_(base + 0.1 * torch.randn(p.shape, generator=g))
-        for name, b in module.named_buffers():
-            if name.endswith("running_var"):
-                b.copy_(0.5 + torch.rand(b.shape, generator=g))
-            elif name.endswith("running_mean"):
-                b.copy_(0.1 * torch.randn(b.shape, generator=g))
 
 
 @pytest.mark.skipif(not OFFICIAL, reason="set ZOO_OFFICIAL_UNIREPLKNET_MM to the official file")
@@ -46,7 +34,7 @@ def test_official_mmseg_backbone_equals_ours(zoo_mm, tmp_path, size):
     official = import_official(OFFICIAL).UniRepLKNetBackbone(
         **size, init_cfg=dict(type="Pretrained", checkpoint=None)
     )
-    _randomize(official)
+    randomize(official)
     # an official segmentation checkpoint: backbone.* (official key layout) under state_dict
     path = tmp_path / "official_seg.pth"
     state = {f"backbone.{k}": v for k, v in official.state_dict().items()}
@@ -81,7 +69,7 @@ def test_official_mmseg_backbone_equals_ours(zoo_mm, tmp_path, size):
         # an official ImageNet checkpoint (final norm + head, no norm0..3) under 'model'
         module = import_official(OFFICIAL)
         classifier = module.UniRepLKNet(**size, num_classes=10)
-        _randomize(classifier)
+        randomize(classifier)
         torch.save({"model": classifier.state_dict()}, tmp_path / "official_in1k.pth")
         reference = module.UniRepLKNetBackbone(
             **size, init_cfg=dict(type="Pretrained", checkpoint=None)
