@@ -377,3 +377,25 @@ def test_direct_kernel_channel_slices_match_conv2d(monkeypatch, channels_last):
         grad, x, weight, None, [1, 1], [1, 1], [1, 1], False, [0, 0], 5, [True, False, False]
     )[0]
     torch.testing.assert_close(grad_x, ref_x, atol=1e-12, rtol=0)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_tf32_mode_accuracy_on_a_gpu(monkeypatch):
+    """The documented TF32 error on real tensor cores: (8, 64, 32, 32), k = 31, all directions."""
+    from ops.dwconv import triton_tc
+
+    monkeypatch.setattr(triton_tc, "ALLOW_TF32", True)
+    x, weight, _ = _make(8, 64, 32, 32, (31, 31), False, False)
+    x, weight = x.cuda(), weight.cuda()
+    grad = _grads(x.shape, torch.float64).cuda()
+    y = dwconv_triton.forward(x.float(), weight.float(), None, (15, 15), (1, 1))
+    gx = dwconv_triton.backward_input(grad.float(), weight.float(), (32, 32), (15, 15), (1, 1))
+    gw = dwconv_triton.backward_weight(grad.float(), x.float(), (31, 31), (15, 15), (1, 1))
+    ref_y = F.conv2d(x, weight, padding=15, groups=64)
+    ref_x, ref_w, _ = torch.ops.aten.convolution_backward(
+        grad, x, weight, None, [1, 1], [15, 15], [1, 1], False, [0, 0], 64, [True, True, False]
+    )
+    for name, got, want in (("y", y, ref_y), ("grad_x", gx, ref_x), ("grad_w", gw, ref_w)):
+        error = ((got.double() - want).abs().max() / want.abs().max()).item()
+        assert error < TF32_ERROR, (name, error)

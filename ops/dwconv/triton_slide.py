@@ -14,9 +14,15 @@ read padding are cut off first). The hot loops then run without masks or index a
   grad_out with the rotated kernel.
 - `_slide_weight_grad_kernel`: one (channel block, kernel row, chunk of TAP_W taps, image share)
   per program; nested runtime loops over its images and output tiles (no divides per
-  iteration) accumulate x * grad_out in registers, [pixels, channels, taps]; the pixels are
-  summed once at the end into a deterministic fp32 workspace (SPLITS, C, kh, kw), summed over
-  the splits after.
+  iteration) accumulate x * grad_out in registers, [taps, pixels, channels]; the pixels are
+  summed once at the end into a deterministic fp32 workspace (SPLITS, C, rows, taps), summed
+  over the splits after.
+
+The column strides (1 in NCHW, C in channels_last) are compile-time constants, so the
+channels_last forward is compiled once per channel count. Launch configurations come from a
+per-shape table (FORWARD_TABLE, WEIGHT_GRAD_TABLE); the alternatives a GPU run should time are
+FORWARD_CANDIDATES / WEIGHT_GRAD_CANDIDATES (`tools/benchmark_ops.py --device cuda
+--slide-candidates`); the sm_90 report compiles every one. None of it has been timed on a GPU.
 
 The copy costs one read and one write of the (padded) input; with k >= 5 the convolution does
 2 k^2 FLOPs per element, so it is compute-bound there and the copy is a few per cent (it is
