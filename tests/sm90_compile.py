@@ -4,7 +4,8 @@
 `kernel[grid](...)` is recorded instead of launched, and `compiled()` compiles the recorded
 launches with Triton's own launch-time specialisation (the binder a real launch uses: ints equal
 to 1 become constants, multiples of 16 get the divisibility hint) for sm_90, yielding
-(kernel name, CompiledKernel) and clearing the record. Launchers can then be called on "meta"
+(kernel name, CompiledKernel) and clearing the record; `spill_bytes(kernel)` runs ptxas -v on
+its PTX. Launchers can then be called on "meta"
 tensors. `run(body, *argv)` runs PRELUDE + body and returns its stdout lines split into fields.
 """
 
@@ -40,6 +41,18 @@ def compiled():
         source = ASTSource(fn, sig, consts, attrs)
         yield fn.__name__, triton.compile(source, target=target, options=options.__dict__)
     launches.clear()
+
+
+def spill_bytes(kernel):  # spill stores + loads that ptxas -v reports for the kernel's PTX
+    import re, subprocess, tempfile
+    from triton.backends.nvidia.compiler import get_ptxas
+
+    with tempfile.NamedTemporaryFile("w", suffix=".ptx") as f:
+        f.write(kernel.asm["ptx"])
+        f.flush()
+        ptxas = [get_ptxas(target.arch).path, "-arch=sm_90a", "-v", f.name, "-o", "/dev/null"]
+        log = subprocess.run(ptxas, capture_output=True, text=True).stderr
+    return sum(int(v) for v in re.findall(r"(\d+) bytes spill", log))
 """
 
 

@@ -293,6 +293,29 @@ def test_tc_every_candidate_config_compiles_for_h100():
     _check_compiled(rows)
 
 
+_COMPILE_LIMITS_FOR_H100 = r"""
+from ops.dwconv import triton_tc as TC
+
+for fmt in (torch.contiguous_format, torch.channels_last):
+    for (kh, kw), dil in (((1, 129), 1), ((3, 51), 3)):
+        x = torch.empty(8, 384, 32, 160, dtype=torch.bfloat16, device="meta", memory_format=fmt)
+        pad = (dil * (kh - 1) // 2, dil * (kw - 1) // 2)
+        assert TC.backward_weight(x, x, (kh, kw), pad, (dil, dil)) is not None
+        for name, kernel in compiled():
+            print(f"{kh}x{kw}", name, kernel.metadata.num_warps, spill_bytes(kernel))
+"""
+
+
+@pytest.mark.slow
+def test_tc_weight_grad_compiles_without_spills_at_the_widest_bands():
+    """BLOCK_K = 256 (kw = 129; 51 taps at dilation 3): 4 warps spilled 364-384 B; 8 do not."""
+    rows = [r for r in sm90_compile.run(_COMPILE_LIMITS_FOR_H100) if "x" in r[0]]
+    assert len(rows) == 4
+    for tag, kernel, warps, spills in rows:
+        assert kernel == "_tc_weight_grad_kernel" and int(warps) == 8, (tag, kernel, warps)
+        assert int(spills) == 0, (tag, kernel)
+
+
 # ----------------------------------------------------------------------------------------------
 # On a CUDA device (`pytest -m gpu`): both input paths at a realistic shape, against float64.
 
