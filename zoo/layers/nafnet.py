@@ -57,12 +57,15 @@ class NAFBlock(nn.Module):
         self.beta = nn.Parameter(torch.zeros(1, c, 1, 1, **dd))
         self.gamma = nn.Parameter(torch.zeros(1, c, 1, 1, **dd))
 
+    def _gated(self, inp: Tensor) -> Tensor:  # LN -> 1x1 -> DW3x3 -> gate: (N, C, H, W)
+        return simple_gate(self.conv2(self.conv1(self.norm1(inp))))
+
+    def _ffn(self, y: Tensor) -> Tensor:  # the second residual half
+        return y + self.conv5(simple_gate(self.conv4(self.norm2(y)))) * self.gamma
+
     def forward(self, inp: Tensor) -> Tensor:
-        x = simple_gate(self.conv2(self.conv1(self.norm1(inp))))
-        x = self.conv3(x * self.sca(x))
-        y = inp + x * self.beta
-        x = self.conv5(simple_gate(self.conv4(self.norm2(y))))
-        return y + x * self.gamma
+        x = self._gated(inp)
+        return self._ffn(inp + self.conv3(x * self.sca(x)) * self.beta)
 
 
 class DepthwiseConv1d(nn.Conv1d):
@@ -147,7 +150,7 @@ class EVSS2D(nn.Module):
         return self.out_proj(y).permute(0, 3, 1, 2)
 
 
-class NAFEVSBlock(nn.Module):
+class NAFEVSBlock(NAFBlock):
     """A NAFBlock whose gated features also feed EVSS2D: mix = lamb_l * local + lamb_g * global.
 
     The input is transformed first and the result is NOT transformed back (as officially):
@@ -164,24 +167,13 @@ class NAFEVSBlock(nn.Module):
         dtype: torch.dtype | None = None,
     ) -> None:
         dd = {"device": device, "dtype": dtype}
-        super().__init__()
+        super().__init__(c, **dd)
         self.idx = idx
-        dw = 2 * c
-        self.conv1 = nn.Conv2d(c, dw, 1, **dd)
-        self.conv2 = DepthwiseConv2d(dw, 3, padding=1, **dd)
-        self.conv3 = nn.Conv2d(dw // 2, c, 1, **dd)
-        self.sca = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Conv2d(dw // 2, dw // 2, 1, **dd))
-        self.norm_mamba = LayerNorm2d(dw // 2, eps=1e-6, **dd)
-        self.attn = EVSS2D(dw // 2, d_state=d_state, **dd)
-        self.conv4 = nn.Conv2d(c, 2 * c, 1, **dd)
-        self.conv5 = nn.Conv2d(c, c, 1, **dd)
-        self.norm1 = LayerNorm2d(c, eps=1e-6, **dd)
-        self.norm2 = LayerNorm2d(c, eps=1e-6, **dd)
+        self.norm_mamba = LayerNorm2d(c, eps=1e-6, **dd)
+        self.attn = EVSS2D(c, d_state=d_state, **dd)
         self.lamb_l = nn.Parameter(torch.ones(1, c, 1, 1, **dd))
         self.lamb_g = nn.Parameter(torch.zeros(1, c, 1, 1, **dd))
         self.alpha = nn.Parameter(torch.ones(1, c, 1, 1, **dd))
-        self.gamma = nn.Parameter(torch.zeros(1, c, 1, 1, **dd))
-        self.beta = nn.Parameter(torch.zeros(1, c, 1, 1, **dd))
 
     def forward(self, inp: Tensor) -> Tensor:
         if self.idx != -1:
@@ -190,12 +182,10 @@ class NAFEVSBlock(nn.Module):
             else:
                 inp = inp.transpose(-2, -1)
             inp = inp.contiguous()
-        x = simple_gate(self.conv2(self.conv1(self.norm1(inp))))
+        x = self._gated(inp)
         local = self.conv3(x * self.sca(x))
         glob = self.attn(self.norm_mamba(x)) * (self.alpha + 1.0)
-        y = inp + (local * self.lamb_l + glob * self.lamb_g) * self.beta
-        x = self.conv5(simple_gate(self.conv4(self.norm2(y))))
-        return y + x * self.gamma
+        return self._ffn(inp + (local * self.lamb_l + glob * self.lamb_g) * self.beta)
 
 
 class EVSS(nn.Module):
