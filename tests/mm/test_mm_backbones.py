@@ -296,7 +296,7 @@ def test_runner_checkpoints_load_weights_only(zoo_mm, tmp_path):
     path = tmp_path / "iter_2.pth"
     torch.save(checkpoint, path)
     with pytest.raises(pickle.UnpicklingError):  # what stock mmengine hits on torch >= 2.6
-        torch.load(path)
+        torch.load(path, weights_only=True)
     loaded = _load_checkpoint(str(path), map_location="cpu")
     history = loaded["message_hub"]["log_scalars"]["train/loss"]
     assert isinstance(history, HistoryBuffer) and history.mean() == pytest.approx(1.0)
