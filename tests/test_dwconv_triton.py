@@ -226,19 +226,19 @@ def test_triton_weight_grad_two_runs_bitwise_equal(monkeypatch, tuning):
     torch.testing.assert_close(first, reference, atol=1e-5, rtol=0)
 
 
-def test_triton_skips_taps_that_only_read_padding():
-    """31x31 on a 5x5 map: taps more than 4 away from the centre never touch the map. Poisoning
-    them with NaN proves the kernels never load them (0 * NaN would be NaN), and the result equals
-    F.conv2d with those taps zeroed."""
-    x, weight, _ = _make(2, 3, 5, 5, (31, 31), False, False)
+def check_dead_taps_are_never_read(h: int, w: int, rows: slice, cols: slice) -> None:
+    """31x31 kernel on an h x w map whose taps outside [rows, cols] never touch it: poisoning
+    them with NaN proves the kernels never load them (0 * NaN would be NaN), and every result
+    equals F.conv2d with those taps zeroed (forward, input- and weight-gradient)."""
+    x, weight, _ = _make(2, 3, h, w, (31, 31), False, False)
     reachable = torch.zeros(31, 31, dtype=torch.bool)
-    reachable[11:20, 11:20] = True
+    reachable[rows, cols] = True
     poisoned = weight.masked_fill(~reachable, float("nan"))
     clean = weight.masked_fill(~reachable, 0.0)
     y = dwconv_triton.forward(x, poisoned, None, (15, 15), (1, 1))
     torch.testing.assert_close(y, F.conv2d(x, clean, padding=15, groups=3), atol=1e-12, rtol=0)
     grad = _randn(y.shape, y.dtype)
-    grad_x = dwconv_triton.backward_input(grad, poisoned, (5, 5), (15, 15), (1, 1))
+    grad_x = dwconv_triton.backward_input(grad, poisoned, (h, w), (15, 15), (1, 1))
     ref_x, ref_w, _ = torch.ops.aten.convolution_backward(
         grad, x, clean, None, [1, 1], [15, 15], [1, 1], False, [0, 0], 3, [True, True, False]
     )
@@ -246,6 +246,11 @@ def test_triton_skips_taps_that_only_read_padding():
     grad_w = dwconv_triton.backward_weight(grad, x, (31, 31), (15, 15), (1, 1))
     torch.testing.assert_close(grad_w, ref_w, atol=1e-12, rtol=0)
     assert torch.all(grad_w[:, :, ~reachable] == 0)
+
+
+def test_triton_skips_taps_that_only_read_padding():
+    """5x5 map: taps more than 4 away from the centre never touch it."""
+    check_dead_taps_are_never_read(5, 5, slice(11, 20), slice(11, 20))
 
 
 def test_tap_span_matches_brute_force_enumeration():

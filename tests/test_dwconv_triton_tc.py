@@ -11,35 +11,18 @@ sm_90 and checks for wgmma and TMA instructions.
 from __future__ import annotations
 
 import dataclasses
-import math
 
 import pytest
 import sm90_compile
 import torch
 import torch.nn.functional as F
+from test_dwconv_triton import _make, _randn, check_dead_taps_are_never_read
 
 import ops
 from ops.dwconv import triton as dwconv_triton
 from ops.dwconv import triton_slide, triton_tc
 
 pytestmark = pytest.mark.skipif(dwconv_triton.triton is None, reason="triton is not importable")
-
-
-def _make(n, c, h, w, kernel, channels_last, bias, dtype=torch.float64, seed=0):
-    gen = torch.Generator().manual_seed(seed)
-    x = torch.randn(n, c, h, w, generator=gen, dtype=torch.float64)
-    weight = torch.randn(c, 1, *kernel, generator=gen, dtype=torch.float64)
-    weight /= math.prod(kernel) ** 0.5
-    b = torch.randn(c, generator=gen, dtype=torch.float64).to(dtype) if bias else None
-    x, weight = x.to(dtype), weight.to(dtype)
-    if channels_last:
-        x = x.contiguous(memory_format=torch.channels_last)
-    return x, weight, b
-
-
-def _randn(shape, dtype, seed=1):
-    gen = torch.Generator().manual_seed(seed)
-    return torch.randn(shape, generator=gen, dtype=torch.float64).to(dtype)
 
 
 def _padding_pair(kernel, padding):
@@ -148,23 +131,8 @@ def test_tc_kernels_read_strided_views_and_expanded_gradients(tc_everywhere):
 
 
 def test_tc_kernels_never_read_taps_that_only_see_padding(tc_everywhere):
-    """31x31 on a 5x5 map: NaN in the taps that never reach the map must not leak (0 * NaN)."""
-    x, weight, _ = _make(2, 3, 5, 6, (31, 31), False, False)
-    reachable = torch.zeros(31, 31, dtype=torch.bool)
-    reachable[11:20, 10:21] = True
-    poisoned = weight.masked_fill(~reachable, float("nan"))
-    clean = weight.masked_fill(~reachable, 0.0)
-    y = dwconv_triton.forward(x, poisoned, None, (15, 15), (1, 1))
-    torch.testing.assert_close(y, F.conv2d(x, clean, padding=15, groups=3), atol=1e-12, rtol=0)
-    grad = _randn(y.shape, y.dtype)
-    grad_x = dwconv_triton.backward_input(grad, poisoned, (5, 6), (15, 15), (1, 1))
-    ref_x, ref_w, _ = torch.ops.aten.convolution_backward(
-        grad, x, clean, None, [1, 1], [15, 15], [1, 1], False, [0, 0], 3, [True, True, False]
-    )
-    torch.testing.assert_close(grad_x, ref_x, atol=1e-12, rtol=0)
-    grad_w = dwconv_triton.backward_weight(grad, x, (31, 31), (15, 15), (1, 1))
-    torch.testing.assert_close(grad_w, ref_w, atol=1e-12, rtol=0)
-    assert torch.all(grad_w[:, :, ~reachable] == 0)
+    """31x31 on a 5x6 map: NaN in the taps that never reach the map must not leak (0 * NaN)."""
+    check_dead_taps_are_never_read(5, 6, slice(11, 20), slice(10, 21))
 
 
 # fp16 / bf16 storage through the default selection (kernel width >= 13), fp32 accumulation.
