@@ -8,7 +8,6 @@ on it: no spills, and no shared-memory layout conversions in the forward.
 
 from __future__ import annotations
 
-import math
 import os
 import re
 import subprocess
@@ -18,6 +17,7 @@ import pytest
 import sm90_compile
 import torch
 import torch.nn.functional as F
+from test_dwconv_triton import _make, _randn
 
 import ops
 from ops.dwconv import triton as dwconv_triton
@@ -36,22 +36,6 @@ def slide_only(request, monkeypatch):
     monkeypatch.setattr(dwconv_triton, "_TUNING", request.param)
     monkeypatch.setattr(dwconv_triton, "_direct_kernel", _Refuse())
     return request.param
-
-
-def _make(n, c, h, w, kernel, channels_last, bias, dtype=torch.float64, seed=0):
-    gen = torch.Generator().manual_seed(seed)
-    x = torch.randn(n, c, h, w, generator=gen, dtype=torch.float64)
-    weight = torch.randn(c, 1, *kernel, generator=gen, dtype=torch.float64) / math.prod(kernel)
-    b = torch.randn(c, generator=gen, dtype=torch.float64) if bias else None
-    x, weight = x.to(dtype), weight.to(dtype)
-    if channels_last:
-        x = x.contiguous(memory_format=torch.channels_last)
-    return x, weight, None if b is None else b.to(dtype)
-
-
-def _grads(y_shape, dtype, seed=1):
-    gen = torch.Generator().manual_seed(seed)
-    return torch.randn(y_shape, generator=gen, dtype=torch.float64).to(dtype)
 
 
 # (n, c, h, w, kernel, padding, dilation, channels_last, bias); every case has >= 25 live taps
@@ -82,7 +66,7 @@ def test_slide_kernels_match_conv2d_float64(slide_only, case):
     fmt = torch.channels_last if channels_last else torch.contiguous_format
     assert y.shape == y_ref.shape and y.is_contiguous(memory_format=fmt)
     torch.testing.assert_close(y, y_ref, atol=1e-10, rtol=0)
-    grad = _grads(y.shape, y.dtype)
+    grad = _randn(y.shape, y.dtype)
     grad_x = dwconv_triton.backward_input(grad, weight, (h, w), pad, dil)
     grad_w = dwconv_triton.backward_weight(grad, x, kernel, pad, dil)
     ref_x, ref_w, _ = torch.ops.aten.convolution_backward(
@@ -97,7 +81,7 @@ def test_slide_kernels_float32_through_the_op(slide_only):
     x, weight, b = _make(2, 8, 9, 11, (7, 7), True, True, torch.float32)
     leaves = [t.clone().requires_grad_(True) for t in (x, weight, b)]
     y = ops.dwconv2d(*leaves, padding=3, backend="triton")
-    grad = _grads(y.shape, torch.float32)
+    grad = _randn(y.shape, torch.float32)
     got = torch.autograd.grad(y, leaves, grad)
     ref_leaves = [t.double().requires_grad_(True) for t in (x, weight, b)]
     y_ref = F.conv2d(*ref_leaves, padding=3, groups=8)
@@ -111,7 +95,7 @@ def test_slide_weight_grad_deterministic_with_splits(monkeypatch):
     """GPU tiles with several image shares (SPLITS = 3): bitwise equal over two runs."""
     monkeypatch.setattr(dwconv_triton, "_TUNING", "gpu")
     x, weight, _ = _make(3, 4, 6, 7, (5, 5), True, False, torch.float32)
-    grad = _grads((3, 4, 6, 7), torch.float32).contiguous(memory_format=torch.channels_last)
+    grad = _randn((3, 4, 6, 7), torch.float32).contiguous(memory_format=torch.channels_last)
     first = dwconv_triton.backward_weight(grad, x, (5, 5), (2, 2), (1, 1))
     second = dwconv_triton.backward_weight(grad, x, (5, 5), (2, 2), (1, 1))
     assert torch.equal(first, second)
@@ -308,7 +292,7 @@ def test_tf32_mode_accuracy_against_float64(monkeypatch, channels_last):
     monkeypatch.setattr(triton_slide, "_slide_forward_kernel", _Refuse())
     monkeypatch.setattr(triton_slide, "_slide_weight_grad_kernel", _Refuse())
     x, weight, _ = _make(2, 4, 12, 12, (13, 13), channels_last, False)
-    grad = _grads(x.shape, torch.float64)
+    grad = _randn(x.shape, torch.float64)
     y = dwconv_triton.forward(x.float(), weight.float(), None, (6, 6), (1, 1))
     gx = dwconv_triton.backward_input(grad.float(), weight.float(), (12, 12), (6, 6), (1, 1))
     gw = dwconv_triton.backward_weight(grad.float(), x.float(), (13, 13), (6, 6), (1, 1))
@@ -330,7 +314,7 @@ def test_tf32_mode_accuracy_against_float64(monkeypatch, channels_last):
 def test_slide_kernels_half_precision(slide_only, dtype, channels_last):
     x, weight, b = _make(2, 4, 9, 8, (7, 7), channels_last, True, dtype)
     y = dwconv_triton.forward(x, weight, b, (6, 6), (2, 2))
-    grad = _grads(y.shape, dtype)
+    grad = _randn(y.shape, dtype)
     grad_w = dwconv_triton.backward_weight(grad, x, (7, 7), (6, 6), (2, 2))
     ref_y = F.conv2d(x.float(), weight.float(), b.float(), padding=6, dilation=2, groups=4)
     ref_w = torch.ops.aten.convolution_backward(
@@ -363,7 +347,7 @@ def test_direct_kernel_channel_slices_match_conv2d(monkeypatch, channels_last):
     y = dwconv_triton.forward(x, weight, b, (1, 1), (1, 1))
     ref = F.conv2d(x, weight, b, padding=1, groups=5)
     torch.testing.assert_close(y, ref, atol=1e-12, rtol=0)
-    grad = _grads(y.shape, y.dtype)
+    grad = _randn(y.shape, y.dtype)
     grad_x = dwconv_triton.backward_input(grad, weight, (6, 7), (1, 1), (1, 1))
     ref_x = torch.ops.aten.convolution_backward(
         grad, x, weight, None, [1, 1], [1, 1], [1, 1], False, [0, 0], 5, [True, False, False]
@@ -380,7 +364,7 @@ def test_tf32_mode_accuracy_on_a_gpu(monkeypatch):
     monkeypatch.setattr(triton_tc, "ALLOW_TF32", True)
     x, weight, _ = _make(8, 64, 32, 32, (31, 31), False, False)
     x, weight = x.cuda(), weight.cuda()
-    grad = _grads(x.shape, torch.float64).cuda()
+    grad = _randn(x.shape, torch.float64).cuda()
     y = dwconv_triton.forward(x.float(), weight.float(), None, (15, 15), (1, 1))
     gx = dwconv_triton.backward_input(grad.float(), weight.float(), (32, 32), (15, 15), (1, 1))
     gw = dwconv_triton.backward_weight(grad.float(), x.float(), (31, 31), (15, 15), (1, 1))
